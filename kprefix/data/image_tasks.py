@@ -1,0 +1,105 @@
+"""`ImageTaskData`: what training needs from an image classification task.
+
+Two sources: the built-in `digits` task (scikit-learn's 8x8 handwritten
+digits, shipped inside the package, for offline quickstarts and tests) and
+the TFDS benchmark tasks `vtab/<task>` and `fgvc/<dataset>`.
+
+Example:
+
+>>> from kprefix.data.image_tasks import load_image_task_data
+>>> data = load_image_task_data("digits", image_size=16, batch_size=32, seed=0)
+>>> data.num_classes, data.steps_per_epoch
+(10, 43)
+"""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from kprefix.data import image_task_num_classes, load_image_task
+
+DEFAULT_SPLITS = {
+    "digits": ("train", "test"),
+    "vtab": ("train800val200", "test"),
+    "fgvc": ("train", "test"),
+}
+
+
+@dataclasses.dataclass
+class ImageTaskData:
+    """Batched `(images float32 [B,H,W,3], labels int32 [B])` pipelines.
+
+    Attributes:
+        num_classes: number of classes.
+        steps_per_epoch: full training batches per epoch.
+        make_epoch: `epoch (int64 tensor) -> dataset` of one training epoch.
+        eval_dataset: the evaluation split, every example, in order.
+    """
+
+    num_classes: int
+    steps_per_epoch: int
+    make_epoch: Callable[[tf.Tensor], tf.data.Dataset]
+    eval_dataset: tf.data.Dataset
+
+
+def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
+                         eval_split=None, data_dir=None, manual_dir=None):
+    """Training and evaluation pipelines of task `name` (see module doc)."""
+    family = name.split("/")[0]
+    if family not in DEFAULT_SPLITS or (family == "digits") != (name == "digits"):
+        raise ValueError(
+            f"Unknown --dataset={name!r}; use 'digits', 'vtab/<task>' or 'fgvc/<dataset>'."
+        )
+    default_train, default_eval = DEFAULT_SPLITS[family]
+    train_split, eval_split = train_split or default_train, eval_split or default_eval
+    if name == "digits":
+        return _digits(image_size, batch_size, seed, train_split, eval_split)
+    common = dict(image_size=image_size, batch_size=batch_size, data_dir=data_dir,
+                  manual_dir=manual_dir)
+    train = load_image_task(name, train_split, seed=seed, training=True, **common)
+    evaluation = load_image_task(name, eval_split, seed=seed, training=False, **common)
+    # The training pipeline reshuffles and re-augments on every pass.
+    return ImageTaskData(image_task_num_classes(name), int(train.cardinality()),
+                         lambda epoch: train, evaluation)
+
+
+def digits_arrays(image_size, seed=0, test_fraction=0.2):
+    """scikit-learn's digits as normalized RGB arrays, split train/test.
+
+    Returns `((train_images, train_labels), (test_images, test_labels))`;
+    images are resized to `image_size` and scaled to [-1, 1].
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype("float32")[..., None] / 16.0
+    images = tf.image.resize(images, (image_size, image_size)).numpy()
+    images = np.repeat(images * 2.0 - 1.0, 3, axis=-1)
+    labels = digits.target.astype("int32")
+    order = np.random.RandomState(seed).permutation(len(labels))
+    num_test = int(round(len(labels) * test_fraction))
+    test, train = order[:num_test], order[num_test:]
+    return (images[train], labels[train]), (images[test], labels[test])
+
+
+def _digits(image_size, batch_size, seed, train_split, eval_split):
+    if (train_split, eval_split) != ("train", "test"):
+        raise ValueError("The digits task has splits 'train' and 'test' only.")
+    (train_x, train_y), (test_x, test_y) = digits_arrays(image_size)
+    images, labels = tf.constant(train_x), tf.constant(train_y)
+
+    def make_epoch(epoch):
+        # The order is a function of (seed, epoch) only, so resuming is exact.
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(train_y)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+        )
+        return (
+            tf.data.Dataset.from_tensor_slices(order)
+            .batch(batch_size, drop_remainder=True)
+            .map(lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)))
+        )
+
+    evaluation = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch_size)
+    return ImageTaskData(10, len(train_y) // batch_size, make_epoch, evaluation)

@@ -1,0 +1,126 @@
+"""`PrefixConfig`: every choice of the prefix method in one validated record.
+
+Example:
+
+>>> from kprefix.prefix.config import PrefixConfig
+>>> config = PrefixConfig(variant="deep_share", placement="deep", length=10)
+>>> PrefixConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+import dataclasses
+from typing import Optional, Sequence, Tuple, Union
+
+VARIANTS = (
+    "deep_share",
+    "no_share",
+    "simple_share",
+    "linear_share",
+    "one_layer_share",
+)
+PLACEMENTS = ("shallow", "deep")
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "linear")
+INITIALIZERS = ("xavier_uniform", "normal", "zeros")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixConfig:
+    """How prefixes are generated and where they enter the backbone.
+
+    Attributes:
+        variant: the reparameterization (key/value sharing structure):
+            `deep_share` (a small matrix through an MLP, Li & Liang),
+            `no_share` (independent key and value prefixes),
+            `simple_share` (one prompt through the layer's frozen LayerNorm
+            and key/value projections), `linear_share` (the paper's simple
+            linear setting, key prefix = value prefix = one parameter) and
+            `one_layer_share` (key = s1(W1 p), value = s2(W2 p)).
+        placement: `shallow` (first layer of each attention kind), `deep`
+            (all layers) or an explicit tuple of layer indices.
+        length: number of prefix vectors P per attention layer.
+        mlp_hidden: hidden width of the Deep-share MLP.
+        mlp_activation: activation between the two Deep-share linear maps.
+        share_across_layers: Deep-share only. One P' and first MLP layer for
+            all layers (the language setting of Li & Liang); otherwise each
+            layer has its own P' and MLP (the vision setting).
+        embedding_dim: width of P' (Deep-share) or of p (one-layer share);
+            `None` means the backbone's hidden size.
+        key_activation, value_activation: s1 and s2 of `one_layer_share`.
+        initializer: initializer of the learned prefix parameters.
+        init_scale: standard deviation for `normal`; ignored otherwise.
+        dropout: dropout applied to the generated prefixes in training.
+    """
+
+    variant: str = "deep_share"
+    placement: Union[str, Tuple[int, ...]] = "deep"
+    length: int = 10
+    mlp_hidden: int = 48
+    mlp_activation: str = "tanh"
+    share_across_layers: bool = False
+    embedding_dim: Optional[int] = None
+    key_activation: str = "tanh"
+    value_activation: str = "sigmoid"
+    initializer: str = "xavier_uniform"
+    init_scale: float = 0.02
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.placement, str):
+            object.__setattr__(self, "placement", tuple(int(i) for i in self.placement))
+        self.validate()
+
+    def validate(self):
+        """Raises `ValueError` naming the bad field and its allowed values."""
+        _check_choice("variant", self.variant, VARIANTS)
+        if isinstance(self.placement, str):
+            _check_choice("placement", self.placement, PLACEMENTS)
+        elif not self.placement or min(self.placement) < 0:
+            raise ValueError(
+                "prefix placement must be 'shallow', 'deep' or a non-empty "
+                f"list of layer indices >= 0; got {self.placement!r}."
+            )
+        if int(self.length) < 1:
+            raise ValueError(
+                f"prefix length must be at least 1; got {self.length}. "
+                "Set --prefix_length to a positive integer."
+            )
+        if int(self.mlp_hidden) < 1:
+            raise ValueError(f"prefix MLP hidden width must be >= 1; got {self.mlp_hidden}.")
+        if self.embedding_dim is not None and int(self.embedding_dim) < 1:
+            raise ValueError(f"prefix embedding_dim must be >= 1; got {self.embedding_dim}.")
+        for name in ("mlp_activation", "key_activation", "value_activation"):
+            _check_choice(name, getattr(self, name), ACTIVATIONS)
+        _check_choice("initializer", self.initializer, INITIALIZERS)
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"prefix dropout must be in [0, 1); got {self.dropout}.")
+
+    def layer_indices(self, num_layers: int) -> Sequence[int]:
+        """The indices, among `num_layers` attention layers, that get prefixes."""
+        if self.placement == "shallow":
+            return [0]
+        if self.placement == "deep":
+            return list(range(num_layers))
+        bad = [i for i in self.placement if i >= num_layers]
+        if bad:
+            raise ValueError(
+                f"prefix placement names layers {bad}, but the backbone has "
+                f"only {num_layers} layers (indices 0..{num_layers - 1})."
+            )
+        return sorted(set(self.placement))
+
+    def to_dict(self) -> dict:
+        config = dataclasses.asdict(self)
+        if not isinstance(self.placement, str):
+            config["placement"] = list(self.placement)
+        return config
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "PrefixConfig":
+        return cls(**config)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Unknown prefix {name} {value!r}; choose one of {', '.join(choices)}."
+        )

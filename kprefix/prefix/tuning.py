@@ -1,0 +1,136 @@
+"""`PrefixTuning`: the generators of a backbone's prefixes, installed.
+
+The container creates one generator per selected attention site, owns their
+variables (so a task model that tracks it trains and checkpoints them,
+reparameterization MLP included), and installs each one into its attention
+layer. The backbone itself is frozen and unchanged.
+
+Example:
+
+>>> from kprefix.backbones import build_backbone
+>>> from kprefix.prefix import PrefixConfig, PrefixTuning
+>>> backbone = build_backbone("vit_tiny")
+>>> tuning = PrefixTuning(backbone, PrefixConfig("deep_share", "shallow", length=3))
+>>> tuning.site_names
+['encoder_0']
+"""
+
+import keras
+import numpy as np
+
+from kprefix.backbones import attention_sites
+from kprefix.prefix import generators
+from kprefix.prefix.attention import install_prefix, uninstall_prefix
+from kprefix.prefix.config import PrefixConfig
+
+
+class PrefixTuning(keras.layers.Layer):
+    """Prefix generators for the sites of `backbone` chosen by `config`.
+
+    Args:
+        backbone: a built keras-hub ViT, GPT-2 or BART backbone.
+        config: a `PrefixConfig`.
+        folded: build constant, non-trainable prefixes (what `fold_into`
+            fills in) instead of the configured generators.
+        seed: seed of the prefix initializers.
+    """
+
+    def __init__(self, backbone, config, folded=False, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.config = config
+        self.folded = folded
+        sites = attention_sites(backbone)
+        chosen = []
+        for kind in dict.fromkeys(site.kind for site in sites):
+            of_kind = [site for site in sites if site.kind == kind]
+            chosen += [of_kind[i] for i in config.layer_indices(len(of_kind))]
+        self.site_names = [site.name for site in chosen]
+        trunks = {}
+        self.generators = []
+        for n, site in enumerate(chosen):
+            site_seed = None if seed is None else seed + 7919 * n
+            # Name scopes give every variable a unique path, e.g.
+            # "prefix/encoder_3/output_projection/kernel".
+            with keras.name_scope(self.name), keras.name_scope(site.name):
+                if folded:
+                    generator = _folded_generator(site, config)
+                else:
+                    generator = _make_generator(site, config, trunks, site_seed)
+            self.generators.append(generator)
+            install_prefix(site.attention, generator.prefixes)
+        object.__setattr__(self, "_sites", chosen)
+        self.built = True
+
+    def prefix_values(self):
+        """`{site name: (key, value)}` as NumPy arrays, in inference mode."""
+        return {
+            name: tuple(np.asarray(keras.ops.convert_to_numpy(t)) for t in gen.prefixes(False))
+            for name, gen in zip(self.site_names, self.generators)
+        }
+
+    def fold_into(self, folded):
+        """Writes this container's current prefixes into `folded`'s constants."""
+        if not folded.folded or folded.site_names != self.site_names:
+            raise ValueError("fold_into needs a folded container over the same sites.")
+        for (key, value), gen in zip(self.prefix_values().values(), folded.generators):
+            gen.prefix_key.assign(key)
+            gen.prefix_value.assign(value)
+
+    def uninstall(self):
+        """Detaches the prefixes: the backbone computes exactly as before."""
+        for site in self._sites:
+            uninstall_prefix(site.attention)
+
+
+def _shape_kwargs(site, config):
+    attention = site.attention
+    return dict(
+        length=config.length,
+        num_heads=attention.num_heads,
+        key_dim=attention.key_dim,
+        value_dim=attention.value_dim or attention.key_dim,
+        name=f"{site.name}_prefix",
+    )
+
+
+def _folded_generator(site, config):
+    return generators.NoSharePrefix(**_shape_kwargs(site, config), initializer="zeros",
+                                    trainable=False)
+
+
+def _make_generator(site, config, trunks, seed):
+    kwargs = _shape_kwargs(site, config)
+    init = dict(initializer=config.initializer, init_scale=config.init_scale, seed=seed)
+    variant = config.variant
+    if variant == "no_share":
+        return generators.NoSharePrefix(**kwargs, **init, dropout=config.dropout)
+    if variant == "deep_share":
+        embedding_dim = config.embedding_dim or site.hidden_dim
+        trunk = None
+        if config.share_across_layers:
+            if site.kind not in trunks:
+                trunks[site.kind] = generators.DeepShareTrunk(
+                    config.length, embedding_dim, config.mlp_hidden, config.mlp_activation,
+                    name=f"{site.kind}_shared_trunk", **init,
+                )
+            trunk = trunks[site.kind]
+        return generators.DeepSharePrefix(
+            **kwargs, embedding_dim=embedding_dim, mlp_hidden=config.mlp_hidden,
+            mlp_activation=config.mlp_activation, trunk=trunk, dropout=config.dropout, **init,
+        )
+    if variant == "simple_share":
+        attention = site.attention
+        return generators.SimpleSharePrefix(
+            **kwargs, key_dense=attention.key_dense, value_dense=attention.value_dense,
+            norm=site.norm, hidden_dim=site.hidden_dim, dropout=config.dropout, **init,
+        )
+    if variant == "linear_share":
+        return generators.LinearSharePrefix(**kwargs, dropout=config.dropout, **init)
+    if variant == "one_layer_share":
+        return generators.OneLayerSharePrefix(
+            **kwargs, embedding_dim=config.embedding_dim or site.hidden_dim,
+            key_activation=config.key_activation, value_activation=config.value_activation,
+            dropout=config.dropout, **init,
+        )
+    raise ValueError(f"Unknown prefix variant {variant!r}.")

@@ -1,0 +1,92 @@
+"""What every prefix-tuned task model shares: a frozen backbone, a prefix
+container, a config that round-trips, and folding.
+
+Example:
+
+>>> from kprefix.backbones import build_backbone
+>>> from kprefix.prefix import PrefixConfig
+>>> from kprefix.tasks import PrefixImageClassifier
+>>> model = PrefixImageClassifier(build_backbone("vit_tiny"), num_classes=3,
+...                               prefix_config=PrefixConfig(length=2))
+>>> folded = model.fold()
+>>> folded.prefix.folded, len(folded.trainable_weights)
+(True, 2)
+"""
+
+import keras
+
+from kprefix.prefix import PrefixConfig, PrefixTuning
+
+
+class PrefixedTaskMixin:
+    """Mixed into a `keras.Model` whose `backbone` takes prefixes.
+
+    Subclasses build their prefix with `make_prefix`, store it with
+    `_keep_prefix` once the model is initialised, and list their own
+    constructor arguments in `get_config`.
+    """
+
+    def _keep_prefix(self, prefix, prefix_config, folded, seed):
+        self.prefix = prefix
+        self.prefix_config = prefix_config
+        self.folded = folded
+        self.seed = seed
+
+    def _prefix_config_entries(self):
+        return {
+            "prefix_config": None if self.prefix_config is None else self.prefix_config.to_dict(),
+            "folded": self.folded,
+            "seed": self.seed,
+        }
+
+    def fold(self):
+        """A new model whose prefixes are the constants this model produces.
+
+        The folded model computes the same outputs, holds no reparameterization
+        weights, and shares no state with this one (its backbone is a copy).
+        """
+        if self.prefix is None:
+            raise ValueError("This model has no prefix to fold.")
+        config = self.get_config()
+        config["folded"] = True
+        folded = type(self).from_config(config)
+        own = [w for w in self.weights if not _is_prefix_weight(self, w)]
+        new = [w for w in folded.weights if not _is_prefix_weight(folded, w)]
+        if len(own) != len(new):
+            raise RuntimeError("Folded model does not mirror the original's weights.")
+        for target, source in zip(new, own):
+            if tuple(target.shape) != tuple(source.shape):
+                raise RuntimeError(f"Weight {source.path} does not match {target.path}.")
+            target.assign(source)
+        self.prefix.fold_into(folded.prefix)
+        return folded
+
+
+def make_prefix(backbone, prefix_config, folded=False, seed=None):
+    """Freezes `backbone` and installs its prefixes.
+
+    Returns `(config, container)`: the `PrefixConfig` (parsed from a dict if
+    needed) and the `PrefixTuning`, both `None` without a prefix config.
+    """
+    if isinstance(prefix_config, dict):
+        prefix_config = PrefixConfig.from_dict(prefix_config)
+    backbone.trainable = False
+    if prefix_config is None:
+        return None, None
+    return prefix_config, PrefixTuning(
+        backbone, prefix_config, folded=folded, seed=seed, name="prefix"
+    )
+
+
+def _is_prefix_weight(model, weight):
+    return model.prefix is not None and any(weight is w for w in model.prefix.weights)
+
+
+def deserialize_backbone(backbone):
+    if isinstance(backbone, dict):
+        # A saved `trainable: False` would be applied before the backbone's
+        # sublayers exist and not reach them; `_attach_prefix` freezes it.
+        config = dict(backbone, config={k: v for k, v in backbone["config"].items()
+                                        if k != "trainable"})
+        return keras.saving.deserialize_keras_object(config)
+    return backbone

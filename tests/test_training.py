@@ -1,0 +1,116 @@
+"""Training updates only prefixes and head; XLA, mirrored and resume work."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import image_classifier
+from kprefix import train
+from kprefix.data.image_tasks import load_image_task_data
+
+
+def _compile(model, jit_compile=False, learning_rate=0.5):
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _batch(seed=0, size=8):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(size, 16, 16, 3)).astype("float32"),
+            rng.integers(0, 4, size=(size,)).astype("int32"))
+
+
+def _snapshot(weights):
+    return {w.path: np.array(w) for w in weights}
+
+
+@pytest.mark.parametrize("variant", ["deep_share", "simple_share", "no_share"])
+def test_train_step_changes_only_prefix_and_head(variant):
+    model = _compile(image_classifier(variant))
+    backbone_before = _snapshot(model.backbone.weights)
+    trainable_before = _snapshot(model.trainable_weights)
+    assert trainable_before and all(
+        "prefix" in path or path.startswith("head") or "/head/" in path
+        for path in trainable_before
+    )
+    model.train_on_batch(*_batch())
+    for path, value in _snapshot(model.backbone.weights).items():
+        np.testing.assert_array_equal(value, backbone_before[path], err_msg=path)
+    changed = [p for p, v in _snapshot(model.trainable_weights).items()
+               if not np.array_equal(v, trainable_before[p])]
+    assert any("prefix" in p for p in changed) and any("head" in p for p in changed)
+
+
+def test_xla_train_step_matches_eager():
+    eager = _compile(image_classifier("deep_share"), jit_compile=False)
+    xla = _compile(image_classifier("deep_share"), jit_compile=True)
+    x, y = _batch()
+    for _ in range(2):
+        eager.train_on_batch(x, y)
+        xla.train_on_batch(x, y)
+    for a, b in zip(xla.trainable_weights, eager.trainable_weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_mirrored_matches_default_on_the_same_global_batch():
+    assert len(tf.config.list_logical_devices("CPU")) >= 2
+    x, y = _batch(size=8)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(3).batch(8)
+    results = []
+    for strategy in (tf.distribute.get_strategy(),
+                     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+        with strategy.scope():
+            model = _compile(image_classifier("deep_share"), learning_rate=0.1)
+        model.fit(dataset, epochs=1, verbose=0)
+        results.append([np.asarray(w) for w in model.trainable_weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def _fit(workdir, epochs):
+    data = load_image_task_data("digits", image_size=16, batch_size=128, seed=1)
+    model = image_classifier("deep_share", seed=1, num_classes=10)
+    model.compile(
+        optimizer=train.make_optimizer("sgd", 0.5, 1e-4, 128, data.steps_per_epoch * 2,
+                                       data.steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    train.fit(model, data.make_epoch, data.steps_per_epoch, epochs, workdir, verbose=0)
+    return model
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = _fit(str(tmp_path / "straight"), epochs=2)
+    _fit(str(tmp_path / "stopped"), epochs=1)
+    resumed = _fit(str(tmp_path / "stopped"), epochs=2)
+    assert [p for _, p in train.list_checkpoints(str(tmp_path / "stopped" / "checkpoints"))] == [1, 2]
+    for a, b in zip(resumed.weights, straight.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, err_msg=a.path)
+    for a, b in zip(resumed.optimizer.variables, straight.optimizer.variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_corrupted_checkpoint_names_the_file(tmp_path):
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    (directory / "epoch-3.weights.h5").write_bytes(b"not an h5 file")
+    model = _compile(image_classifier("no_share"))
+    with pytest.raises(ValueError, match="epoch-3.weights.h5.*corrupted"):
+        train.restore_latest(model, str(directory))
+    assert (directory / "epoch-3.weights.h5").exists()
+
+
+def test_schedules():
+    cosine = train.WarmupCosine(1.0, warmup_steps=4, total_steps=12)
+    linear = train.WarmupLinear(1.0, warmup_steps=4, total_steps=12)
+    assert [round(float(cosine(s)), 4) for s in (0, 2, 4, 8, 12)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert [round(float(linear(s)), 4) for s in (2, 4, 8, 12)] == [0.5, 1.0, 0.5, 0.0]
+    sgd = train.make_optimizer("sgd", 0.1, 0.0, 512, 10, 0)
+    assert float(sgd.learning_rate) == pytest.approx(0.2)  # scaled by 512/256
+    with pytest.raises(ValueError, match="--optimizer"):
+        train.make_optimizer("lamb", 0.1, 0.0, 8, 10, 1)
