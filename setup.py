@@ -28,6 +28,13 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
+        # NLG scorers: mteval tokenizer, ROUGE, coco-caption (METEOR 1.5 and
+        # PTB tokenizer jars, run with Java), WebNLG normalization, TER.
+        "sacrebleu>=2.0,<3",
+        "rouge-score>=0.1.2,<0.2",
+        "pycocoevalcap==1.2",
+        "unidecode>=1.3,<2",
+        "rapidfuzz>=3.0,<4",
     ],
     extras_require={"test": ["pytest>=8"]},
 )

@@ -1,0 +1,144 @@
+"""WebNLG challenge 2017 data: the challenge XML and TFDS ``web_nlg``.
+
+Each entry is a set of DBpedia triples with one or more lexicalisations. The
+source text follows the prefix-tuning reference implementation: every
+(modified) triple becomes ``"subject : property : object"`` and the triples are
+joined with ``" | "``; underscores (DBpedia's word separator) become spaces.
+Test entries keep their category and whether it is *seen* (one of the ten
+training categories) or *unseen* (the five categories new in the test set).
+
+Example:
+    >>> linearize_triples([("Abilene_Regional_Airport", "cityServed", "Abilene,_Texas"),
+    ...                    ("Abilene,_Texas", "isPartOf", "Texas")])
+    'Abilene Regional Airport : cityServed : Abilene, Texas | Abilene, Texas : isPartOf : Texas'
+"""
+
+from __future__ import annotations
+
+import pathlib
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from kprefix.data.nlg_common import (NLGExample, PathLike, require_file, shared_data_dir,
+                                     tfds_not_prepared_error)
+
+# The test set's five categories that the training data does not cover.
+WEBNLG2017_UNSEEN_CATEGORIES = frozenset(
+    ["Artist", "Athlete", "CelestialBody", "MeanOfTransportation", "Politician"])
+
+WEBNLG_TEST_FILE = "test/testdata_with_lex.xml"
+_SPLIT_ALIASES = {"validation": "dev", "valid": "dev"}
+# Our split names -> TFDS web_nlg's (which also has "test_unseen").
+_TFDS_SPLITS = {"dev": "validation", "valid": "validation", "test": "test_all"}
+
+Triple = Tuple[str, str, str]
+
+
+def linearize_triples(triples: Iterable[Sequence[str]]) -> str:
+    """``"s : p : o | s : p : o"`` with underscores turned into spaces."""
+    return " | ".join(" : ".join(part.replace("_", " ") for part in triple) for triple in triples)
+
+
+def parse_triple(text: str) -> Triple:
+    """Splits the XML form ``"subject | property | object"`` into its three parts."""
+    parts = [part.strip() for part in text.split(" | ")]
+    if len(parts) != 3:
+        raise ValueError(f"not a WebNLG triple (want 'subject | property | object'): {text!r}")
+    return parts[0], parts[1], parts[2]
+
+
+def is_seen_category(category: str) -> bool:
+    """True for the ten WebNLG 2017 categories that training covers."""
+    return category not in WEBNLG2017_UNSEEN_CATEGORIES
+
+
+def read_webnlg_xml(paths: Iterable[PathLike], good_only: bool = False) -> List[NLGExample]:
+    """Reads WebNLG 2017 challenge XML files (in the given order) into examples.
+
+    Args:
+      paths: XML files; entries keep file order, then document order.
+      good_only: keep only lexicalisations with ``comment="good"`` (the training
+        files also have a few marked ``toFix``); default keeps all of them.
+    """
+    examples = []
+    for path in paths:
+        path = require_file(path, "WebNLG XML file")
+        root = ElementTree.parse(path).getroot()
+        for entry in root.iter("entry"):
+            category = entry.get("category", "")
+            triples = tuple(parse_triple(t.text or "") for t in entry.iter("mtriple"))
+            lexicalisations = [lex for lex in entry.findall("lex")
+                               if not good_only or lex.get("comment") == "good"]
+            examples.append(NLGExample(
+                source=linearize_triples(triples),
+                targets=tuple(" ".join((lex.text or "").split()) for lex in lexicalisations),
+                example_id=entry.get("eid", ""),
+                category=category,
+                seen=is_seen_category(category),
+                triples=triples,
+            ))
+    return examples
+
+
+def webnlg_split_files(split: str, data_dir: Optional[PathLike] = None) -> List[pathlib.Path]:
+    """The XML files of a split: train/dev by number of triples, or the full test file."""
+    split = _SPLIT_ALIASES.get(split, split)
+    folder = shared_data_dir(data_dir) / "webnlg2017"
+    if split == "test":
+        return [folder / WEBNLG_TEST_FILE]
+    if split not in ("train", "dev"):
+        raise ValueError(f"unknown WebNLG split {split!r}; use train, dev (validation) or test")
+    files = sorted((folder / split).glob("*triples/*.xml"),
+                   key=lambda p: (int(p.parent.name.split("triple")[0]), p.name))
+    if not files:
+        raise FileNotFoundError(f"no WebNLG XML files under {folder / split}/<n>triples/")
+    return files
+
+
+def load_webnlg(split: str, data_dir: Optional[PathLike] = None, good_only: bool = False
+                ) -> List[NLGExample]:
+    """Loads a WebNLG 2017 split from ``<data>/webnlg2017``.
+
+    >>> test = load_webnlg("test")  # doctest: +SKIP
+    >>> len(test), sum(e.seen for e in test)  # doctest: +SKIP
+    (1862, 971)
+    """
+    return read_webnlg_xml(webnlg_split_files(split, data_dir), good_only=good_only)
+
+
+def webnlg_example_from_tfds(features: Mapping) -> Tuple[str, str, str]:
+    """(source, reference, category) from one decoded TFDS ``web_nlg`` example."""
+    table = features["input_text"]["table"]
+    rows: dict = {}
+    for header, row, content in zip(table["column_header"], table["row_number"], table["content"]):
+        rows.setdefault(int(row), {})[_as_text(header)] = _as_text(content)
+    triples = [(r.get("subject", ""), r.get("predicate", ""), r.get("object", ""))
+               for _, r in sorted(rows.items())]
+    return (linearize_triples(triples), _as_text(features["target_text"]),
+            _as_text(features["input_text"]["context"]))
+
+
+def _as_text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def load_webnlg_tfds(split: str, data_dir: Optional[PathLike] = None) -> List[NLGExample]:
+    """Loads TFDS ``web_nlg`` (train, validation/dev, test_all/test, test_unseen), grouped by input.
+
+    TFDS yields one example per lexicalisation, in its own (shuffled) order;
+    lexicalisations of the same triples and category are grouped back into one
+    multi-reference example, in order of first appearance. The dataset must
+    already be built (``tfds build web_nlg``).
+    """
+    import tensorflow_datasets as tfds  # heavy import, only for this code path
+
+    builder = tfds.builder("web_nlg", data_dir=None if data_dir is None else str(data_dir))
+    if not builder.is_prepared():
+        raise tfds_not_prepared_error("web_nlg", data_dir)
+    grouped: Dict[Tuple[str, str], List[str]] = {}
+    for features in tfds.as_numpy(builder.as_dataset(split=_TFDS_SPLITS.get(split, split))):
+        source, reference, category = webnlg_example_from_tfds(features)
+        grouped.setdefault((source, category), []).append(reference)
+    return [NLGExample(source=source, targets=tuple(references), example_id=str(index),
+                       category=category, seen=is_seen_category(category))
+            for index, ((source, category), references) in enumerate(grouped.items())]
