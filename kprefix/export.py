@@ -37,3 +37,54 @@ def export_image_classifier(model, directory):
     )
     archive.write_out(directory, verbose=False)
     return folded
+
+
+def export_text_generator(model, tokenizer, directory, source_length, settings, write=True):
+    """Folds `model`'s prefixes and builds a text-in/text-out serving function.
+
+    Tokenization, beam search (`kprefix.decoding`) and detokenization all run
+    in the graph. `settings` are the decoding keyword arguments. With `write`
+    the SavedModel goes to `directory`; its `serving_default` signature takes
+    `text` (a batch of source strings) and returns `text` (the generated
+    strings) and `score` (their length-normalized log-probabilities).
+
+    Returns the `tf.function` that is (or would be) exported, so in-process
+    decoding runs exactly the exported computation.
+    """
+    import keras_hub
+
+    from kprefix import decoding
+    from kprefix.tasks.text_features import prompt_features
+
+    folded = model.fold() if model.prefix is not None else model
+    is_causal = isinstance(folded, keras_hub.models.GPT2CausalLM)
+    special = {tokenizer.end_token_id}
+    if not is_causal:
+        special |= {tokenizer.start_token_id, tokenizer.pad_token_id}
+        packer = keras_hub.layers.StartEndPacker(
+            sequence_length=source_length, start_value=tokenizer.start_token_id,
+            end_value=tokenizer.end_token_id, pad_value=tokenizer.pad_token_id,
+            return_padding_mask=True,
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(text):
+        if is_causal:
+            prompt, lengths = prompt_features(tokenizer, text, source_length)
+            mask = tf.sequence_mask(lengths, source_length)
+            tokens, scores = decoding.generate_gpt2(folded, prompt, mask, **settings)
+        else:
+            source, mask = packer(tokenizer(text))
+            tokens, scores = decoding.generate_bart(folded, source, mask, **settings)
+        keep = tf.reduce_all(tokens[..., None] != tf.constant(sorted(special), tokens.dtype),
+                             axis=-1)
+        generated = tokenizer.detokenize(tf.ragged.boolean_mask(tokens, keep))
+        return {"text": generated, "score": scores}
+
+    if write:
+        module = tf.Module()
+        module.model = folded
+        module.tokenizer = tokenizer
+        module.serve = serve
+        tf.saved_model.save(module, directory, signatures={"serving_default": serve})
+    return serve

@@ -20,6 +20,11 @@ from kprefix.prefix.config import ACTIVATIONS, INITIALIZERS, VARIANTS, PrefixCon
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_enum("task", "image_classification",
+                  ["image_classification", "table_to_text", "summarization"],
+                  "What to train: a ViT classifier, GPT-2 table-to-text (E2E, WebNLG) or "
+                  "BART summarization (XSUM).")
+
 # Model.
 flags.DEFINE_string("backbone", "vit_tiny",
                     "Built-in config (vit_tiny, vit_b16_random, ...), keras-hub preset "
@@ -42,11 +47,27 @@ flags.DEFINE_float("prefix_init_scale", 0.02, "Std of the 'normal' prefix initia
 flags.DEFINE_float("prefix_dropout", 0.0, "Dropout on generated prefixes in training.")
 
 # Data.
-flags.DEFINE_string("dataset", "digits", "'digits', 'vtab/<task>' or 'fgvc/<dataset>'.")
+flags.DEFINE_string("dataset", "digits",
+                    "Images: 'digits', 'vtab/<task>' or 'fgvc/<dataset>'; "
+                    "text: 'e2e', 'webnlg' or 'xsum'.")
 flags.DEFINE_string("train_split", None, "Training split (default per dataset family).")
 flags.DEFINE_string("eval_split", None, "Evaluation split (default per dataset family).")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (local or gs://).")
 flags.DEFINE_string("manual_dir", None, "Folder of manually downloaded archives.")
+flags.DEFINE_string("text_data_dir", None,
+                    "Folder holding e2e/, webnlg2017/ and xsum/ (default: $KPREFIX_SHARED_DATA, "
+                    "else ../shared/data).")
+flags.DEFINE_integer("max_train_examples", 0, "Text: use only the first N inputs (0: all).")
+flags.DEFINE_integer("max_eval_examples", 0, "Text: evaluate the first N inputs (0: all).")
+flags.DEFINE_integer("source_length", 64, "Text: source tokens (XSUM: 512).")
+flags.DEFINE_integer("target_length", 64, "Text: target tokens in training.")
+
+# Decoding.
+flags.DEFINE_integer("num_beams", 5, "Beam width (1: greedy).")
+flags.DEFINE_integer("max_new_tokens", 100, "Most generated tokens (XSUM: 61, max length 62).")
+flags.DEFINE_integer("min_new_tokens", 5, "Fewest generated tokens before the end token.")
+flags.DEFINE_float("length_penalty", 1.0, "Score = log-prob / length ** length_penalty.")
+flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 
 # Optimization.
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD+momentum (vision) or AdamW.")
@@ -55,7 +76,8 @@ flags.DEFINE_float("learning_rate", 0.1,
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size, over all replicas.")
 flags.DEFINE_integer("epochs", 30, "Training epochs.")
-flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs.")
+flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
+flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps (AdamW).")
 flags.DEFINE_integer("seed", 0, "Seed of initializers and data order.")
 
 # Hardware.
@@ -102,77 +124,15 @@ def prefix_config_from_flags():
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
 
-def run_image_classification(prefix_config):
-    """Trains, evaluates and exports; returns the results dictionary."""
-    import keras
-
-    from kprefix import train
-    from kprefix.backbones import build_backbone
-    from kprefix.data.image_tasks import load_image_task_data
-    from kprefix.export import export_image_classifier
-    from kprefix.tasks import PrefixImageClassifier
-
-    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu)
-    train.set_precision(FLAGS.precision)
-    with strategy.scope():
-        try:
-            backbone = build_backbone(FLAGS.backbone, seed=FLAGS.seed)
-        except ValueError as error:
-            raise app.UsageError(str(error)) from None
-    image_size = int(backbone.image_shape[0])
-    try:
-        data = load_image_task_data(
-            FLAGS.dataset, image_size, FLAGS.batch_size, FLAGS.seed,
-            FLAGS.train_split, FLAGS.eval_split, FLAGS.tfds_data_dir, FLAGS.manual_dir,
-        )
-    except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {error}") from None
-
-    total_steps = data.steps_per_epoch * FLAGS.epochs
-    with strategy.scope():
-        model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
-                                      seed=FLAGS.seed, name="classifier")
-        optimizer = train.make_optimizer(
-            FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
-            total_steps, data.steps_per_epoch * FLAGS.warmup_epochs,
-        )
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=FLAGS.jit_compile,
-        )
-    trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
-    print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "
-          f"{trainable:,} trainable parameters, {data.steps_per_epoch} steps/epoch.",
-          flush=True)
-
-    start = time.time()
-    history, resumed_from = train.fit(model, data.make_epoch, data.steps_per_epoch,
-                                      FLAGS.epochs, FLAGS.workdir)
-    train_seconds = time.time() - start
-    loss, accuracy = model.evaluate(data.eval_dataset, verbose=0)
-    results = {
-        "eval_split": FLAGS.eval_split or "default",
-        "eval_accuracy": float(accuracy),
-        "eval_loss": float(loss),
-        "train_seconds": round(train_seconds, 1),
-        "resumed_after_epoch": resumed_from,
-        "trainable_parameters": trainable,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-    }
-    if FLAGS.export:
-        export_dir = os.path.join(FLAGS.workdir, "export")
-        export_image_classifier(model, export_dir)
-        results["export_dir"] = export_dir
-    return results
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     prefix_config = prefix_config_from_flags()
-    results = run_image_classification(prefix_config)
+    if FLAGS.task == "image_classification":
+        from kprefix.experiments import image_classification as experiment
+    else:
+        from kprefix.experiments import text_generation as experiment
+    results, summary = experiment.run(FLAGS, prefix_config)
     results["flags"] = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
     results_path = os.path.join(FLAGS.workdir, "results.json")
     from kprefix.train import write_json
@@ -181,8 +141,8 @@ def main(argv):
     workdir = FLAGS.workdir
     print(
         "\nDone.\n"
-        f"  {FLAGS.eval_split or 'test'} accuracy: {results['eval_accuracy']:.4f}\n"
-        f"  results:     {results_path}\n"
+        + "".join(f"  {line}\n" for line in summary)
+        + f"  results:     {results_path}\n"
         f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
         f"  tensorboard: {os.path.join(workdir, 'tensorboard')}\n"
         + (f"  SavedModel:  {results['export_dir']}\n" if "export_dir" in results else ""),

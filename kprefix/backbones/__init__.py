@@ -33,8 +33,8 @@ BUILT_IN = {
     ),
     "gpt2_tiny": (
         keras_hub.models.GPT2Backbone,
-        dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16,
-             intermediate_dim=32, max_sequence_length=32),
+        dict(vocabulary_size=272, num_layers=2, num_heads=2, hidden_dim=16,
+             intermediate_dim=32, max_sequence_length=128),
     ),
     "gpt2_small_random": (
         keras_hub.models.GPT2Backbone,
@@ -43,8 +43,8 @@ BUILT_IN = {
     ),
     "bart_tiny": (
         keras_hub.models.BartBackbone,
-        dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16,
-             intermediate_dim=32, max_sequence_length=32),
+        dict(vocabulary_size=272, num_layers=2, num_heads=2, hidden_dim=16,
+             intermediate_dim=32, max_sequence_length=128),
     ),
 }
 

@@ -1,0 +1,478 @@
+"""Beam search (and greedy decoding) over a cached decoding step, with static shapes.
+
+One loop, `beam_search`, drives any cached model through a
+`next_logits(state, tokens, index) -> (logits, state)` step; `generate_gpt2`
+and `generate_bart` wrap keras-hub's cached calls of `PrefixGPT2CausalLM` and
+`PrefixBartSeq2SeqLM` (or the plain keras-hub models). Prefixes live inside
+attention and broadcast to any batch, so beams need nothing special: the KV
+cache holds only real tokens and is reordered with the beams.
+
+Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
+
+- A hypothesis' score is `sum of log-probabilities / length ** length_penalty`,
+  where log-probabilities come from the model's unconstrained softmax, and
+  `length` counts the generated tokens, end token included, prompt (GPT-2) or
+  start tokens (BART) excluded.
+- Each step takes the `2 * num_beams` best continuations of all beams. An
+  end-token continuation ranked among the first `num_beams` becomes a finished
+  hypothesis; the first `num_beams` other continuations are the next beams.
+  Each input keeps its `num_beams` best finished hypotheses.
+- An input is done when it holds `num_beams` finished hypotheses and none of
+  its live beams can beat the worst of them: with
+  `early_stopping="heuristic"` (Hugging Face's default) the bound is the best
+  candidate's sum over the current length; with `"exact"` (Hugging Face's
+  "never") it is the best sum over the longest reachable length when
+  `length_penalty > 0`, a true upper bound, so stopping never changes the
+  result. With `num_beams=1` (greedy) an input is done once the end token is
+  the argmax.
+- When an input reaches its length limit, its live beams are scored as
+  finished (without an end token). The answer is the best finished hypothesis.
+- Minimum length: the end token is disallowed while fewer than
+  `min_new_tokens` tokens have been generated; banned ids are never chosen.
+
+GPT-2 prompts of different lengths are left-aligned (right-padded, as
+keras-hub's `generate` takes them): decoding starts at the shortest prompt and
+each longer prompt's own tokens are forced, unscored, until it ends.
+
+Returned tokens are the generated tokens only, aligned at column 0: the best
+hypothesis per input, its end token, then `pad_token_id`.
+
+Example:
+
+>>> import numpy as np
+>>> from kprefix.backbones import build_backbone
+>>> from kprefix.decoding import generate_gpt2
+>>> from kprefix.prefix import PrefixConfig
+>>> from kprefix.tasks import PrefixGPT2CausalLM
+>>> lm = PrefixGPT2CausalLM(build_backbone("gpt2_tiny"), prefix_config=PrefixConfig(length=3))
+>>> tokens, scores = generate_gpt2(
+...     lm, np.array([[5, 6, 7], [8, 9, 0]]), np.array([[1, 1, 1], [1, 1, 0]]),
+...     num_beams=3, max_new_tokens=5, min_new_tokens=2, end_token_id=1)
+>>> tuple(tokens.shape), tuple(scores.shape)
+((2, 5), (2,))
+"""
+
+import numpy as np
+from keras import ops, tree
+
+EARLY_STOPPING = ("heuristic", "exact")
+
+
+def repeat_for_beams(x, num_beams):
+    """`(B, ...) -> (B * num_beams, ...)`, each row repeated `num_beams` times."""
+    return ops.repeat(x, num_beams, axis=0)
+
+
+def beam_search(
+    next_logits,
+    state,
+    prompt_tokens,
+    prompt_lengths,
+    *,
+    num_beams,
+    max_new_tokens,
+    min_new_tokens=0,
+    length_penalty=1.0,
+    end_token_id,
+    banned_token_ids=(),
+    pad_token_id=0,
+    early_stopping="heuristic",
+):
+    """Beam search over a cached step function; see the module doc for the rules.
+
+    Args:
+        next_logits: `(state, tokens, index) -> (logits, state)`. `tokens` is
+            the `(B * num_beams, L)` buffer of every beam (positions before
+            `index` are final); `logits` `(B * num_beams, vocab)` predict
+            position `index`. Every tensor in `state` has a leading
+            `B * num_beams` axis and is reordered with the beams.
+        state: the step's initial state for the `B` inputs (leading axis `B`),
+            e.g. a KV cache filled with the prompts; repeated for the beams.
+        prompt_tokens: `(B, L)` int buffer, each prompt left-aligned. `L`
+            must be static and at least `max(prompt_lengths) + max_new_tokens`.
+        prompt_lengths: `(B,)` number of prompt tokens of each input, >= 1.
+        num_beams: beams per input; 1 is greedy decoding.
+        max_new_tokens: tokens generated at most per input (end token included).
+        min_new_tokens: tokens generated before the end token may be chosen.
+        length_penalty: exponent of the length normalization.
+        end_token_id: the token that finishes a hypothesis.
+        banned_token_ids: ids that are never generated.
+        pad_token_id: fills the returned tokens after the end.
+        early_stopping: `"heuristic"` or `"exact"` (see the module doc).
+
+    Returns:
+        `(tokens, scores)`: `(B, max_new_tokens)` int32 generated tokens of the
+        best hypothesis and its `(B,)` float32 length-normalized score.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras import ops
+    >>> table = np.log(np.array([[.1, .6, .3], [.5, .2, .3], [.2, .2, .6]], "float32"))
+    >>> step = lambda state, tokens, index: (
+    ...     ops.take(table, tokens[:, index - 1], axis=0), state)
+    >>> tokens, scores = beam_search(step, (), np.array([[2, 0, 0]]), np.array([1]),
+    ...     num_beams=2, max_new_tokens=2, end_token_id=0, length_penalty=0.0)
+    >>> ops.convert_to_numpy(tokens).tolist()
+    [[2, 2]]
+    """
+    _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
+                    banned_token_ids, pad_token_id, early_stopping)
+    beams = int(num_beams)
+    prompt_tokens = ops.cast(ops.convert_to_tensor(prompt_tokens), "int32")
+    prompt_lengths = ops.cast(ops.convert_to_tensor(prompt_lengths), "int32")
+    length = prompt_tokens.shape[1]
+    if length is None:
+        raise ValueError("prompt_tokens needs a static length (the decoding buffer size).")
+    _check_lengths(prompt_lengths, length, max_new_tokens)
+    batch = ops.shape(prompt_tokens)[0]
+    length_penalty = float(length_penalty)
+    positions = ops.arange(length, dtype="int32")
+    tokens = ops.where(positions[None] < prompt_lengths[:, None], prompt_tokens, pad_token_id)
+    tokens = ops.repeat(tokens[:, None], beams, axis=1)  # (B, beams, L)
+    # Only the first beam is live at the start, so the first step does not
+    # pick the same continuation once per (identical) beam.
+    beam_scores = ops.where(ops.arange(beams)[None] == 0, 0.0, float("-inf"))
+    beam_scores = ops.broadcast_to(ops.cast(beam_scores, "float32"), (batch, beams))
+    pool_scores = ops.full((batch, beams), float("-inf"), dtype="float32")
+    pool_tokens = tokens
+    done = ops.zeros((batch,), dtype="bool")
+    row_end = prompt_lengths + max_new_tokens
+    state = tree.map_structure(lambda x: repeat_for_beams(x, beams), state)
+    banned = tuple(int(t) for t in banned_token_ids)
+
+    def normalize(sums, generated_length):
+        return sums / ops.power(ops.cast(generated_length, "float32"), length_penalty)
+
+    def cond(index, tokens, beam_scores, pool_scores, pool_tokens, done, state):
+        return ops.logical_and(index < length, ops.logical_not(ops.all(done)))
+
+    def body(index, tokens, beam_scores, pool_scores, pool_tokens, done, state):
+        logits, state = next_logits(state, ops.reshape(tokens, (batch * beams, length)), index)
+        vocab = ops.shape(logits)[-1]
+        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        log_probs = ops.reshape(log_probs, (batch, beams, vocab))
+        generated = index - prompt_lengths  # tokens generated before this one
+        vocab_ids = ops.arange(vocab, dtype="int32")
+        is_end = vocab_ids == end_token_id
+        disallowed = ops.logical_and(is_end[None], (generated < min_new_tokens)[:, None])
+        if banned:
+            is_banned = ops.any(vocab_ids[:, None] == ops.array(banned, "int32")[None], axis=1)
+            disallowed = ops.logical_or(disallowed, is_banned[None])
+        log_probs = ops.where(disallowed[:, None, :], float("-inf"), log_probs)
+        candidates = ops.reshape(beam_scores[:, :, None] + log_probs, (batch, beams * vocab))
+        top_scores, top_ids = ops.top_k(candidates, 2 * beams)
+        top_ids = ops.cast(top_ids, "int32")
+        top_beams, top_tokens = top_ids // vocab, top_ids % vocab
+        top_is_end = top_tokens == end_token_id
+        rank = ops.arange(2 * beams, dtype="int32")[None]
+
+        active = (index >= prompt_lengths) & (index < row_end) & ops.logical_not(done)
+        at_index = positions == index
+
+        # Finished hypotheses: end tokens ranked among the first `beams`.
+        finishing = top_is_end & (rank < beams) & active[:, None]
+        finished_scores = ops.where(finishing, normalize(top_scores, (generated + 1)[:, None]),
+                                    float("-inf"))[:, :beams]
+        finished_tokens = ops.where(at_index, end_token_id,
+                                    _gather_beams(tokens, top_beams[:, :beams]))
+        pool_scores, pool_tokens = _keep_best(pool_scores, pool_tokens,
+                                              finished_scores, finished_tokens, beams)
+
+        # Next beams: the first `beams` candidates that are not end tokens.
+        order = ops.where(top_is_end, rank + 2 * beams, rank)
+        chosen = ops.argsort(order, axis=-1)[:, :beams]
+        next_beams = ops.take_along_axis(top_beams, chosen, axis=1)
+        next_tokens = ops.take_along_axis(top_tokens, chosen, axis=1)
+        next_scores = ops.take_along_axis(top_scores, chosen, axis=1)
+        # Inputs still in their prompt, or done, keep their beams and buffers.
+        keep = ops.logical_not(active)[:, None]
+        next_beams = ops.where(keep, ops.arange(beams, dtype="int32")[None], next_beams)
+        next_tokens = ops.where(keep, _column(tokens, index), next_tokens)
+        next_scores = ops.where(keep, beam_scores, next_scores)
+        tokens = ops.where(at_index, next_tokens[:, :, None], _gather_beams(tokens, next_beams))
+        flat_beams = ops.reshape(ops.arange(batch, dtype="int32")[:, None] * beams + next_beams,
+                                 (-1,))
+        state = tree.map_structure(lambda x: ops.take(x, flat_beams, axis=0), state)
+
+        pool_full = ops.all(pool_scores > float("-inf"), axis=1)
+        if beams == 1:
+            converged = pool_full
+        else:
+            best_sum = ops.max(top_scores, axis=1)
+            if early_stopping == "exact" and length_penalty > 0:
+                attainable = normalize(best_sum, max_new_tokens)
+            else:
+                attainable = normalize(best_sum, generated + 1)
+            converged = pool_full & (ops.min(pool_scores, axis=1) >= attainable)
+        newly_done = active & converged
+        out_of_length = active & ops.logical_not(newly_done) & (index + 1 >= row_end)
+        running_scores = ops.where(out_of_length[:, None],
+                                   normalize(next_scores, (generated + 1)[:, None]),
+                                   float("-inf"))
+        pool_scores, pool_tokens = _keep_best(pool_scores, pool_tokens,
+                                              running_scores, tokens, beams)
+        done = done | newly_done | out_of_length
+        return index + 1, tokens, next_scores, pool_scores, pool_tokens, done, state
+
+    loop_vars = (ops.min(prompt_lengths), tokens, beam_scores, pool_scores, pool_tokens, done,
+                 state)
+    _, _, _, pool_scores, pool_tokens, _, _ = ops.while_loop(
+        cond, body, loop_vars, maximum_iterations=length)
+
+    best = ops.cast(ops.argmax(pool_scores, axis=1), "int32")
+    scores = ops.take_along_axis(pool_scores, best[:, None], axis=1)[:, 0]
+    best_tokens = _gather_beams(pool_tokens, best[:, None])[:, 0]
+    new_positions = prompt_lengths[:, None] + ops.arange(max_new_tokens, dtype="int32")[None]
+    new_tokens = ops.take_along_axis(best_tokens, ops.minimum(new_positions, length - 1), axis=1)
+    ends = ops.cast(new_tokens == end_token_id, "int32")
+    after_end = (ops.cumsum(ends, axis=1) - ends) > 0
+    new_tokens = ops.where(after_end, pad_token_id, new_tokens)
+    return new_tokens, scores
+
+
+def generate_gpt2(
+    lm,
+    token_ids,
+    padding_mask,
+    *,
+    num_beams=5,
+    max_new_tokens=100,
+    min_new_tokens=0,
+    length_penalty=1.0,
+    end_token_id,
+    banned_token_ids=(),
+    pad_token_id=0,
+    early_stopping="heuristic",
+):
+    """Beam search with a keras-hub `GPT2CausalLM` (prefixed or not).
+
+    The paper's table-to-text setting is `num_beams=5, max_new_tokens=100`,
+    with newline ids in `banned_token_ids` and a minimum length.
+
+    Args:
+        lm: a `PrefixGPT2CausalLM` (folded or not) or `GPT2CausalLM`.
+        token_ids: `(B, P)` prompts, left-aligned (padding on the right).
+        padding_mask: `(B, P)`, true on prompt tokens; each prompt non-empty.
+        Others: as in `beam_search`.
+
+    Returns:
+        `(tokens, scores)`: `(B, max_new_tokens)` generated tokens and `(B,)`
+        length-normalized scores.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kprefix.backbones import build_backbone
+    >>> from kprefix.tasks import PrefixGPT2CausalLM
+    >>> lm = PrefixGPT2CausalLM(build_backbone("gpt2_tiny"))
+    >>> tokens, _ = generate_gpt2(lm, np.array([[4, 5]]), np.array([[1, 1]]),
+    ...                           num_beams=1, max_new_tokens=3, end_token_id=1)
+    >>> tuple(tokens.shape)
+    (1, 3)
+    """
+    _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
+                    banned_token_ids, pad_token_id, early_stopping)
+    token_ids = ops.cast(ops.convert_to_tensor(token_ids), "int32")
+    prompt_lengths = ops.sum(ops.cast(ops.convert_to_tensor(padding_mask), "int32"), axis=1)
+    _check_left_aligned(padding_mask)
+    length = token_ids.shape[1] + max_new_tokens
+    limit = lm.backbone.max_sequence_length
+    if length > limit:
+        raise ValueError(f"Prompt width {token_ids.shape[1]} + max_new_tokens {max_new_tokens} "
+                         f"exceeds the model's max_sequence_length {limit}.")
+    buffer = ops.pad(token_ids, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
+    backbone = lm.backbone
+    cache = ops.zeros((ops.shape(token_ids)[0], backbone.num_layers, 2, length,
+                       backbone.num_heads, backbone.hidden_dim // backbone.num_heads),
+                      dtype=lm.compute_dtype)
+    _, _, cache = lm.call_with_cache(token_ids, cache, 0)
+
+    def next_logits(cache, tokens, index):
+        last = ops.slice(tokens, [0, index - 1], [ops.shape(tokens)[0], 1])
+        logits, _, cache = lm.call_with_cache(last, cache, index - 1)
+        return logits[:, 0], cache
+
+    return beam_search(next_logits, cache, buffer, prompt_lengths, num_beams=num_beams,
+                       max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                       length_penalty=length_penalty, end_token_id=end_token_id,
+                       banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
+                       early_stopping=early_stopping)
+
+
+def generate_bart(
+    lm,
+    encoder_token_ids,
+    encoder_padding_mask,
+    *,
+    start_token_ids,
+    num_beams=6,
+    max_length=62,
+    min_length=11,
+    length_penalty=0.8,
+    end_token_id,
+    banned_token_ids=(),
+    pad_token_id=0,
+    early_stopping="heuristic",
+):
+    """Beam search with a keras-hub `BartSeq2SeqLM` (prefixed or not).
+
+    Defaults are the paper's XSUM setting. As in Hugging Face, `max_length`
+    and `min_length` count decoder tokens including `start_token_ids`: the
+    end token may be chosen once the decoder holds `min_length` tokens.
+
+    Args:
+        lm: a `PrefixBartSeq2SeqLM` (folded or not) or `BartSeq2SeqLM`.
+        encoder_token_ids: `(B, S)` source tokens.
+        encoder_padding_mask: `(B, S)`, true on source tokens.
+        start_token_ids: the decoder's first tokens, the same for every input.
+        Others: as in `beam_search`.
+
+    Returns:
+        `(tokens, scores)`: `(B, max_length - len(start_token_ids))` generated
+        tokens and `(B,)` length-normalized scores.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kprefix.backbones import build_backbone
+    >>> from kprefix.tasks import PrefixBartSeq2SeqLM
+    >>> lm = PrefixBartSeq2SeqLM(build_backbone("bart_tiny"))
+    >>> tokens, _ = generate_bart(lm, np.array([[4, 5, 6]]), np.array([[1, 1, 1]]),
+    ...     start_token_ids=[2], num_beams=2, max_length=6, min_length=2, end_token_id=2)
+    >>> tuple(tokens.shape)
+    (1, 5)
+    """
+    start = [int(t) for t in start_token_ids]
+    if not start:
+        raise ValueError("start_token_ids must hold at least one token.")
+    if not isinstance(max_length, int) or max_length <= len(start):
+        raise ValueError(f"max_length must be an int above len(start_token_ids)={len(start)}, "
+                         f"got {max_length!r}.")
+    if not isinstance(min_length, int) or min_length < 0:
+        raise ValueError(f"min_length must be an int >= 0, got {min_length!r}.")
+    max_new_tokens = max_length - len(start)
+    min_new_tokens = min(max(min_length - len(start), 0), max_new_tokens)
+    _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
+                    banned_token_ids, pad_token_id, early_stopping)
+    limit = lm.backbone.max_sequence_length
+    if max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the model's max_sequence_length "
+                         f"{limit}.")
+    encoder_token_ids = ops.cast(ops.convert_to_tensor(encoder_token_ids), "int32")
+    encoder_padding_mask = ops.cast(ops.convert_to_tensor(encoder_padding_mask), "bool")
+    batch = ops.shape(encoder_token_ids)[0]
+    start_tokens = ops.broadcast_to(ops.array(start, "int32")[None], (batch, len(start)))
+    buffer = ops.pad(start_tokens, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
+
+    encoder_hidden = lm.call_encoder(encoder_token_ids, encoder_padding_mask)
+    self_cache, cross_cache = lm._initialize_cache(encoder_token_ids, buffer)
+    _, _, self_cache, cross_cache = lm.call_decoder_with_cache(
+        encoder_hidden_states=encoder_hidden,
+        encoder_padding_mask=encoder_padding_mask,
+        decoder_token_ids=start_tokens,
+        self_attention_cache=self_cache,
+        self_attention_cache_update_index=0,
+        cross_attention_cache=cross_cache,
+        cross_attention_cache_update_index=0,
+    )
+    # Per-input constants: the same for every beam of an input, never reordered.
+    encoder_hidden, encoder_padding_mask, cross_cache = (
+        repeat_for_beams(x, num_beams) for x in (encoder_hidden, encoder_padding_mask,
+                                                 cross_cache))
+
+    def next_logits(self_cache, tokens, index):
+        last = ops.slice(tokens, [0, index - 1], [ops.shape(tokens)[0], 1])
+        logits, _, self_cache, _ = lm.call_decoder_with_cache(
+            encoder_hidden_states=encoder_hidden,
+            encoder_padding_mask=encoder_padding_mask,
+            decoder_token_ids=last,
+            self_attention_cache=self_cache,
+            self_attention_cache_update_index=index - 1,
+            cross_attention_cache=cross_cache,
+            cross_attention_cache_update_index=None,
+        )
+        return logits[:, 0], self_cache
+
+    prompt_lengths = ops.full((batch,), len(start), dtype="int32")
+    return beam_search(next_logits, self_cache, buffer, prompt_lengths, num_beams=num_beams,
+                       max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                       length_penalty=length_penalty, end_token_id=end_token_id,
+                       banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
+                       early_stopping=early_stopping)
+
+
+def _gather_beams(tokens, beam_ids):
+    """`tokens[b, beam_ids[b, j]]` for `(B, beams, L)` tokens, `(B, n)` ids."""
+    return ops.take_along_axis(tokens, beam_ids[:, :, None], axis=1)
+
+
+def _column(tokens, index):
+    """`tokens[:, :, index]` for a tensor `index`."""
+    return ops.squeeze(ops.slice(tokens, [0, 0, index], [ops.shape(tokens)[0],
+                                                          ops.shape(tokens)[1], 1]), axis=2)
+
+
+def _keep_best(pool_scores, pool_tokens, new_scores, new_tokens, size):
+    """The `size` best of a pool and new hypotheses (earlier entries win ties)."""
+    scores = ops.concatenate([pool_scores, new_scores], axis=1)
+    tokens = ops.concatenate([pool_tokens, new_tokens], axis=1)
+    best_scores, best = ops.top_k(scores, size)
+    return best_scores, _gather_beams(tokens, ops.cast(best, "int32"))
+
+
+def _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
+                    banned_token_ids, pad_token_id, early_stopping):
+    def is_int(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if not is_int(num_beams) or num_beams < 1:
+        raise ValueError(f"num_beams must be an int >= 1, got {num_beams!r}.")
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}.")
+    if not is_int(min_new_tokens) or not 0 <= min_new_tokens <= max_new_tokens:
+        raise ValueError(f"min_new_tokens must be an int in [0, max_new_tokens={max_new_tokens}], "
+                         f"got {min_new_tokens!r}.")
+    if not isinstance(length_penalty, (int, float, np.floating)) or not np.isfinite(
+            length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}.")
+    if not is_int(end_token_id) or end_token_id < 0:
+        raise ValueError(f"end_token_id must be a token id (int >= 0), got {end_token_id!r}.")
+    if not is_int(pad_token_id) or pad_token_id < 0:
+        raise ValueError(f"pad_token_id must be a token id (int >= 0), got {pad_token_id!r}.")
+    banned = list(banned_token_ids)
+    if not all(is_int(t) and t >= 0 for t in banned):
+        raise ValueError(f"banned_token_ids must be token ids, got {banned_token_ids!r}.")
+    if end_token_id in banned:
+        raise ValueError(f"end_token_id {end_token_id} is also banned; no hypothesis could end.")
+    if early_stopping not in EARLY_STOPPING:
+        raise ValueError(f"early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}.")
+
+
+def _concrete(x):
+    """`x` as a numpy array when its value is known here, else `None`."""
+    try:
+        return ops.convert_to_numpy(x)
+    except Exception:  # a symbolic tensor inside a traced function
+        return None
+
+
+def _check_lengths(prompt_lengths, length, max_new_tokens):
+    lengths = _concrete(prompt_lengths)
+    if lengths is None:
+        return
+    if lengths.size and lengths.min() < 1:
+        raise ValueError("Every prompt needs at least one token (GPT-2: e.g. a start token).")
+    if lengths.size and lengths.max() + max_new_tokens > length:
+        raise ValueError(f"The buffer length {length} is shorter than the longest prompt "
+                         f"({lengths.max()}) plus max_new_tokens ({max_new_tokens}).")
+
+
+def _check_left_aligned(padding_mask):
+    mask = _concrete(padding_mask)
+    if mask is None:
+        return
+    mask = mask.astype(bool)
+    if mask.ndim != 2 or (mask[:, 1:] & ~mask[:, :-1]).any():
+        raise ValueError("padding_mask must be (batch, length) with each prompt left-aligned "
+                         "(true then false): pad prompts on the right.")

@@ -1,0 +1,24 @@
+"""Pieces every experiment shares: strategy and backbone set-up."""
+
+from absl import app
+
+from kprefix import train
+from kprefix.backbones import build_backbone
+
+
+def strategy_and_backbone(FLAGS):
+    """The distribution strategy, and the backbone built in its scope."""
+    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    train.set_precision(FLAGS.precision)
+    with strategy.scope():
+        try:
+            backbone = build_backbone(FLAGS.backbone, seed=FLAGS.seed)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+    return strategy, backbone
+
+
+def count_parameters(weights):
+    import keras
+
+    return sum(int(keras.ops.size(w)) for w in weights)

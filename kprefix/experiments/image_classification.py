@@ -1,0 +1,66 @@
+"""Image classification: ViT + prefixes + linear head on digits, VTAB or FGVC."""
+
+import os
+import time
+
+import keras
+from absl import app
+
+from kprefix import train
+from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
+from kprefix.experiments.common import count_parameters, strategy_and_backbone
+from kprefix.export import export_image_classifier
+from kprefix.tasks import PrefixImageClassifier
+
+
+def run(FLAGS, prefix_config):
+    """Trains, evaluates on `--eval_split` and exports; returns the results."""
+    strategy, backbone = strategy_and_backbone(FLAGS)
+    if not hasattr(backbone, "image_shape"):
+        raise app.UsageError(f"--backbone={FLAGS.backbone!r} is not an image backbone; "
+                             "--task=image_classification needs a ViT.")
+    image_size = int(backbone.image_shape[0])
+    try:
+        data = load_image_task_data(
+            FLAGS.dataset, image_size, FLAGS.batch_size, FLAGS.seed,
+            FLAGS.train_split, FLAGS.eval_split, FLAGS.tfds_data_dir, FLAGS.manual_dir,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {error}") from None
+
+    with strategy.scope():
+        model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
+                                      seed=FLAGS.seed, name="classifier")
+        model.compile(
+            optimizer=train.make_optimizer(
+                FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
+                data.steps_per_epoch * FLAGS.epochs, data.steps_per_epoch * FLAGS.warmup_epochs,
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=FLAGS.jit_compile,
+        )
+    trainable = count_parameters(model.trainable_weights)
+    print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "
+          f"{trainable:,} trainable parameters, {data.steps_per_epoch} steps/epoch.", flush=True)
+
+    start = time.time()
+    history, resumed_from = train.fit(model, data.make_epoch, data.steps_per_epoch,
+                                      FLAGS.epochs, FLAGS.workdir)
+    train_seconds = time.time() - start
+    loss, accuracy = model.evaluate(data.eval_dataset, verbose=0)
+    results = {
+        "eval_split": FLAGS.eval_split or DEFAULT_SPLITS[FLAGS.dataset.split("/")[0]][1],
+        "eval_accuracy": float(accuracy),
+        "eval_loss": float(loss),
+        "train_seconds": round(train_seconds, 1),
+        "resumed_after_epoch": resumed_from,
+        "trainable_parameters": trainable,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    summary = [f"{results['eval_split']} accuracy: {accuracy:.4f}"]
+    if FLAGS.export:
+        export_dir = os.path.join(FLAGS.workdir, "export")
+        export_image_classifier(model, export_dir)
+        results["export_dir"] = export_dir
+    return results, summary

@@ -1,0 +1,180 @@
+"""Text generation: GPT-2 table-to-text (E2E, WebNLG) and BART summarization (XSUM).
+
+Trains the prefixes with the loss on the target only, decodes the evaluation
+split with beam search, scores it with the official-faithful scorers, and
+exports a text-in/text-out SavedModel.
+"""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+
+from kprefix import train
+from kprefix.data import nlg
+from kprefix.experiments.common import count_parameters, strategy_and_backbone
+from kprefix.export import export_text_generator
+from kprefix.metrics.e2e import score_e2e
+from kprefix.metrics.rouge import rouge_f1
+from kprefix.metrics.webnlg import WebNLGReferences, normalize_webnlg_output, score_webnlg
+from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
+from kprefix.tasks.text_features import causal_lm_features, prompt_features, seq2seq_preprocessor
+from kprefix.tasks.tokenizers import load_tokenizer
+
+TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
+
+
+def decode_settings(FLAGS, tokenizer):
+    """Keyword arguments of `kprefix.decoding` from the decoding flags."""
+    settings = dict(num_beams=FLAGS.num_beams, length_penalty=FLAGS.length_penalty,
+                    end_token_id=tokenizer.end_token_id)
+    if FLAGS.task == "table_to_text":
+        # Newlines are banned, as in the reference decoding.
+        newline_ids = sorted({int(i) for i in np.ravel(tokenizer.tokenize("\n"))}
+                             - {tokenizer.end_token_id})
+        settings.update(max_new_tokens=FLAGS.max_new_tokens, min_new_tokens=FLAGS.min_new_tokens,
+                        banned_token_ids=newline_ids, pad_token_id=tokenizer.end_token_id)
+    else:
+        settings.update(max_length=FLAGS.max_new_tokens + 1, min_length=FLAGS.min_new_tokens + 1,
+                        start_token_ids=[tokenizer.end_token_id],
+                        pad_token_id=tokenizer.pad_token_id)
+    return settings
+
+
+TFDS_LOADERS = {"e2e": nlg.load_e2e_tfds, "webnlg": nlg.load_webnlg_tfds, "xsum": nlg.load_xsum_tfds}
+
+
+def _load(FLAGS, split, limit):
+    """Examples of `split` from TFDS when `--tfds_data_dir` is set, else from files."""
+    try:
+        if FLAGS.tfds_data_dir:
+            examples = TFDS_LOADERS[FLAGS.dataset](split, FLAGS.tfds_data_dir)
+        else:
+            examples = nlg.load_task(FLAGS.dataset, split, FLAGS.text_data_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"--dataset={FLAGS.dataset!r} ({split}): {error}") from None
+    return examples[:limit] if limit else examples
+
+
+def _training_batches(FLAGS, tokenizer, examples):
+    sources, targets = zip(*nlg.training_pairs(examples))
+    sources, targets = tf.constant(sources), tf.constant(targets)
+    steps = len(sources) // FLAGS.batch_size
+    if steps == 0:
+        raise app.UsageError(f"--batch_size={FLAGS.batch_size} exceeds the {len(sources)} "
+                             "training pairs.")
+    if FLAGS.task == "table_to_text":
+        def features(source, target):
+            return causal_lm_features(tokenizer, source, target,
+                                      FLAGS.source_length + FLAGS.target_length)
+    else:
+        preprocessor = seq2seq_preprocessor(tokenizer, FLAGS.source_length, FLAGS.target_length)
+
+        def features(source, target):
+            return preprocessor({"encoder_text": source, "decoder_text": target})
+
+    def make_epoch(epoch):
+        # The order is a function of (seed, epoch) only, so resuming is exact.
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(sources)), seed=tf.stack([tf.cast(FLAGS.seed, tf.int64), epoch]))
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .batch(FLAGS.batch_size, drop_remainder=True)
+                .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
+                     num_parallel_calls=tf.data.AUTOTUNE))
+    return make_epoch, steps
+
+
+def generate_texts(serve, sources, batch_size):
+    """Runs the export's `serve` function over `sources` in batches."""
+    outputs = []
+    for start in range(0, len(sources), batch_size):
+        batch = tf.constant(sources[start:start + batch_size])
+        outputs += [t.decode("utf-8", errors="replace") for t in serve(batch)["text"].numpy()]
+    return outputs
+
+
+def score(FLAGS, examples, predictions, full_split):
+    """The official-faithful scores of the task."""
+    references = nlg.evaluation_references(examples)
+    if FLAGS.dataset == "e2e":
+        return score_e2e(predictions, references).as_dict()
+    if FLAGS.dataset == "webnlg":
+        normalized = [[normalize_webnlg_output(r) for r in refs] for refs in references]
+        refs = WebNLGReferences(normalized, normalized, normalized,
+                                [bool(e.seen) for e in examples])
+        scores = score_webnlg(predictions, refs)
+        if not full_split:
+            scores["note"] = "subset of the test set, scored against its loader references"
+        return scores
+    return rouge_f1(predictions, [r[0] for r in references])
+
+
+def run(FLAGS, prefix_config):
+    if FLAGS.dataset not in TASK_DATASETS[FLAGS.task]:
+        raise app.UsageError(f"--dataset={FLAGS.dataset!r} does not fit --task={FLAGS.task}; "
+                             f"use one of {', '.join(TASK_DATASETS[FLAGS.task])}.")
+    train_examples = _load(FLAGS, FLAGS.train_split or "train", FLAGS.max_train_examples)
+    eval_split = FLAGS.eval_split or "test"
+    eval_examples = _load(FLAGS, eval_split, FLAGS.max_eval_examples)
+    strategy, backbone = strategy_and_backbone(FLAGS)
+    task_class = PrefixGPT2CausalLM if FLAGS.task == "table_to_text" else PrefixBartSeq2SeqLM
+    if not isinstance(backbone, task_class.backbone_cls):
+        raise app.UsageError(f"--backbone={FLAGS.backbone!r} does not fit --task={FLAGS.task} "
+                             f"(needs a {task_class.backbone_cls.__name__}).")
+    limit = backbone.max_sequence_length
+    needed = {"table_to_text": FLAGS.source_length + max(FLAGS.target_length, FLAGS.max_new_tokens),
+              "summarization": max(FLAGS.source_length, FLAGS.target_length,
+                                   FLAGS.max_new_tokens + 1)}[FLAGS.task]
+    if needed > limit:
+        raise app.UsageError(
+            f"--source_length/--target_length/--max_new_tokens need {needed} positions but "
+            f"--backbone={FLAGS.backbone!r} has max_sequence_length {limit}; shorten them.")
+    tokenizer = load_tokenizer(FLAGS.backbone)
+    make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
+    with strategy.scope():
+        model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
+        model.compile(
+            optimizer=train.make_optimizer(FLAGS.optimizer, FLAGS.learning_rate,
+                                           FLAGS.weight_decay, FLAGS.batch_size,
+                                           steps * FLAGS.epochs, FLAGS.warmup_steps),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=FLAGS.jit_compile,
+        )
+    trainable = count_parameters(model.trainable_weights)
+    print(f"Backbone {FLAGS.backbone} (frozen), {trainable:,} trainable parameters, "
+          f"{steps} steps/epoch.", flush=True)
+    start = time.time()
+    history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir)
+    train_seconds = time.time() - start
+
+    export_dir = os.path.join(FLAGS.workdir, "export")
+    serve = export_text_generator(model, tokenizer, export_dir, FLAGS.source_length,
+                                  decode_settings(FLAGS, tokenizer), write=FLAGS.export)
+    start = time.time()
+    sources = nlg.evaluation_sources(eval_examples)
+    predictions = generate_texts(serve, sources, FLAGS.eval_batch_size)
+    decode_seconds = time.time() - start
+    predictions_path = os.path.join(FLAGS.workdir, f"predictions_{eval_split}.txt")
+    with open(predictions_path, "w") as f:
+        f.writelines(p.replace("\n", " ") + "\n" for p in predictions)
+    scores = score(FLAGS, eval_examples, predictions, full_split=not FLAGS.max_eval_examples)
+    results = {
+        "eval_split": eval_split,
+        "num_eval_examples": len(eval_examples),
+        "scores": scores,
+        "predictions": predictions_path,
+        "train_seconds": round(train_seconds, 1),
+        "decode_seconds": round(decode_seconds, 1),
+        "resumed_after_epoch": resumed_from,
+        "trainable_parameters": trainable,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    }
+    if FLAGS.export:
+        results["export_dir"] = export_dir
+    summary = [f"{eval_split} scores: {json.dumps(scores)}", f"predictions: {predictions_path}"]
+    return results, summary

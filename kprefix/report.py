@@ -1,0 +1,300 @@
+"""Result JSONs -> the paper's vision tables (Markdown, CSV) and Figure 2 (PNG).
+
+    python -m kprefix.report --results_dir=runs/paper --output_dir=runs/paper/report
+
+Reads every `*.json` under `--results_dir` that a launch wrote (it has
+`eval_accuracy` and `flags`), keeps the final runs (`flags.eval_split` is
+`test`), and groups them by `flags.dataset`, `prefix_variant` and
+`prefix_placement`; each seed counts once. One row per variant family
+(Deep-share / No-share / Simple-share x DEEP / SHALLOW). Writes:
+
+* `vtab.md|csv`: accuracy per VTAB-1k task (mean +- std over seeds, in %)
+  and the Natural / Specialized / Structured means (Table 5);
+* `fgvc.md|csv`: accuracy per FGVC dataset and their mean (Table 6);
+* `summary.md|csv`: FGVC mean and the three VTAB group means (Table 1);
+* `figure2.png`: per-dataset bars of the variants (FGVC datasets when
+  there are FGVC results, otherwise every dataset found).
+
+The std is the sample standard deviation (ddof=1; 0 for one seed). A group
+mean is the mean of its tasks' mean accuracies, given only when every task
+of the group has results (a partial mean would not compare with the paper).
+
+Example:
+
+>>> from kprefix.report import summarize
+>>> cell = summarize([71.0, 73.0, 72.0])
+>>> round(cell.mean, 2), round(cell.std, 2), cell.seeds
+(72.0, 1.0, 3)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+from collections.abc import Mapping
+
+from absl import app, flags
+
+VARIANT_NAMES = {
+    "deep_share": "Deep-share",
+    "no_share": "No-share",
+    "simple_share": "Simple-share",
+    "linear_share": "Linear-share",
+    "one_layer_share": "One-layer-share",
+}
+PLACEMENT_ORDER = ("deep", "shallow")
+FINAL_SPLIT = "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Accuracy (%) of one task and variant over its seeds."""
+
+    mean: float
+    std: float
+    seeds: int
+
+    def text(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+def summarize(accuracies) -> Cell:
+    """Mean and sample std (0 for a single value) of accuracies in %."""
+    values = list(accuracies)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return Cell(statistics.fmean(values), std, len(values))
+
+
+def find_results(results_dir: str) -> list[dict]:
+    """Every launch results JSON under `results_dir`, searched recursively."""
+    found = []
+    for root, _, files in os.walk(results_dir):
+        for name in sorted(files):
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(root, name)
+            try:
+                with open(path) as f:
+                    payload = json.load(f)
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(payload, dict) and "eval_accuracy" in payload and "flags" in payload:
+                found.append(payload)
+    return found
+
+
+Key = tuple[str, str, str]  # (dataset, variant, placement)
+
+
+def collect(results) -> dict[Key, Cell]:
+    """Final-run accuracies (%) per (dataset, variant, placement), one per seed."""
+    by_key: dict[Key, dict[int, float]] = {}
+    for payload in results:
+        run_flags = payload["flags"]
+        if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
+            continue
+        accuracy = float(payload["eval_accuracy"])
+        if math.isnan(accuracy):
+            continue
+        key = (run_flags["dataset"], run_flags["prefix_variant"],
+               str(run_flags["prefix_placement"]))
+        by_key.setdefault(key, {})[int(run_flags["seed"])] = 100.0 * accuracy
+    return {key: summarize(seeds.values()) for key, seeds in by_key.items()}
+
+
+def family_label(variant: str, placement: str) -> str:
+    """'deep_share', 'deep' -> 'Deep-share DEEP'."""
+    return f"{VARIANT_NAMES.get(variant, variant)} {placement.upper()}"
+
+
+def _rows(cells) -> list[tuple[str, str]]:
+    families = {(variant, placement) for _, variant, placement in cells}
+    variant_rank = {v: i for i, v in enumerate(VARIANT_NAMES)}
+    placement_rank = {p: i for i, p in enumerate(PLACEMENT_ORDER)}
+    return sorted(families, key=lambda f: (placement_rank.get(f[1], 9), f[1],
+                                           variant_rank.get(f[0], 99), f[0]))
+
+
+def benchmark_groups() -> dict[str, dict[str, list[str]]]:
+    """{'vtab': {'Natural': [tasks...], ...}, 'fgvc': {'FGVC': [datasets...]}}."""
+    from kprefix.data import fgvc, vtab
+
+    groups: dict[str, list[str]] = {}
+    for name, task in vtab.TASKS.items():
+        groups.setdefault(task.group.capitalize(), []).append(name)
+    return {"vtab": groups, "fgvc": {"FGVC": list(fgvc.DATASETS)}}
+
+
+@dataclasses.dataclass
+class Table:
+    """A results table: row labels, column names and cells (None where missing)."""
+
+    columns: list[str]
+    rows: list[str]
+    values: dict[tuple[str, str], Cell | float | None]
+
+    def to_markdown(self) -> str:
+        lines = ["| Variant | " + " | ".join(self.columns) + " |",
+                 "|---|" + "---|" * len(self.columns)]
+        for row in self.rows:
+            cells = []
+            for column in self.columns:
+                value = self.values.get((row, column))
+                cells.append("–" if value is None else
+                             value.text() if isinstance(value, Cell) else f"{value:.2f}")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def write_csv(self, path: str) -> None:
+        header = ["variant"]
+        for column in self.columns:
+            is_cell = any(isinstance(self.values.get((r, column)), Cell) for r in self.rows)
+            header += [column, f"{column}_std", f"{column}_seeds"] if is_cell else [column]
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for row in self.rows:
+                line = [row]
+                for column in self.columns:
+                    value = self.values.get((row, column))
+                    if f"{column}_std" in header:
+                        line += (["", "", ""] if value is None else
+                                 [f"{value.mean:.4f}", f"{value.std:.4f}", value.seeds])
+                    else:
+                        line.append("" if value is None else f"{value:.4f}")
+                writer.writerow(line)
+
+
+def group_mean(cells: Mapping[Key, Cell], tasks, variant, placement) -> float | None:
+    """Mean over the tasks' mean accuracies; None unless every task has results."""
+    found = [cells.get((task, variant, placement)) for task in tasks]
+    if any(cell is None for cell in found):
+        return None
+    return statistics.fmean(cell.mean for cell in found)
+
+
+def benchmark_table(cells, groups: Mapping[str, list[str]], mean_names) -> Table:
+    """Per-task cells (tasks with results, in benchmark order) plus group means."""
+    rows = _rows(cells)
+    tasks_seen = {dataset for dataset, _, _ in cells}
+    columns, values = [], {}
+    for group, tasks in groups.items():
+        for task in tasks:
+            if task in tasks_seen:
+                columns.append(task.split("/", 1)[1])
+                for variant, placement in rows:
+                    values[(family_label(variant, placement), columns[-1])] = cells.get(
+                        (task, variant, placement))
+        columns.append(mean_names[group])
+        for variant, placement in rows:
+            values[(family_label(variant, placement), columns[-1])] = group_mean(
+                cells, tasks, variant, placement)
+    return Table(columns, [family_label(*row) for row in rows], values)
+
+
+def summary_table(cells, groups) -> Table:
+    """FGVC mean and VTAB Natural / Specialized / Structured means (Table 1)."""
+    rows = _rows(cells)
+    named = [("FGVC mean", groups["fgvc"]["FGVC"])] + [
+        (f"VTAB {group}", tasks) for group, tasks in groups["vtab"].items()]
+    values = {}
+    for variant, placement in rows:
+        for column, tasks in named:
+            values[(family_label(variant, placement), column)] = group_mean(
+                cells, tasks, variant, placement)
+    return Table([name for name, _ in named], [family_label(*row) for row in rows], values)
+
+
+def plot_figure2(cells, groups, path: str) -> None:
+    """Bars per dataset for each variant, one panel per placement (Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fgvc_names = [d for d in groups["fgvc"]["FGVC"] if any(k[0] == d for k in cells)]
+    ordered = [t for g in groups["vtab"].values() for t in g] + groups["fgvc"]["FGVC"]
+    datasets = fgvc_names or [d for d in ordered if any(k[0] == d for k in cells)]
+    rows = _rows(cells)
+    placements = [p for p in PLACEMENT_ORDER if any(r[1] == p for r in rows)] or \
+        sorted({r[1] for r in rows})
+    figure, axes = plt.subplots(len(placements), 1, squeeze=False,
+                                figsize=(max(6.0, 1.6 * len(datasets)), 3.6 * len(placements)))
+    for axis, placement in zip(axes[:, 0], placements):
+        variants = [v for v, p in rows if p == placement]
+        width = 0.8 / max(1, len(variants))
+        for i, variant in enumerate(variants):
+            found = [cells.get((d, variant, placement)) for d in datasets]
+            positions = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(datasets))]
+            axis.bar(positions, [c.mean if c else 0.0 for c in found], width,
+                     yerr=[c.std if c else 0.0 for c in found], capsize=3,
+                     label=VARIANT_NAMES.get(variant, variant))
+        axis.set_xticks(range(len(datasets)), [d.split("/", 1)[1] for d in datasets])
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(f"{placement.upper()} prefixes")
+        axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
+    """Writes the tables and Figure 2; returns {name: path} of what it wrote."""
+    cells = collect(find_results(results_dir))
+    if not cells:
+        raise FileNotFoundError(
+            f"No final results (results JSON with flags.eval_split='{FINAL_SPLIT}') under "
+            f"--results_dir={results_dir!r}; point it at the sweep's folder.")
+    groups = benchmark_groups()
+    os.makedirs(output_dir, exist_ok=True)
+    tables = {
+        "vtab": benchmark_table(cells, groups["vtab"],
+                                {g: f"{g} mean" for g in groups["vtab"]}),
+        "fgvc": benchmark_table(cells, groups["fgvc"], {"FGVC": "Mean"}),
+        "summary": summary_table(cells, groups),
+    }
+    written = {}
+    for name, table in tables.items():
+        md_path = os.path.join(output_dir, f"{name}.md")
+        with open(md_path, "w") as f:
+            f.write(table.to_markdown())
+        table.write_csv(os.path.join(output_dir, f"{name}.csv"))
+        written[f"{name}.md"] = md_path
+        written[f"{name}.csv"] = os.path.join(output_dir, f"{name}.csv")
+    written["figure2.png"] = os.path.join(output_dir, "figure2.png")
+    plot_figure2(cells, groups, written["figure2.png"])
+    return written
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command's flags; defined only when it runs, so importing stays free of them."""
+    flags.DEFINE_string("results_dir", None, "Folder searched recursively for results JSONs.")
+    flags.DEFINE_string("output_dir", None, "Where the tables and figure2.png go.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.results_dir or not FLAGS.output_dir:
+        raise app.UsageError("Set --results_dir (results to read) and --output_dir (tables).")
+    try:
+        written = write_report(FLAGS.results_dir, FLAGS.output_dir)
+    except FileNotFoundError as error:
+        print(f"kprefix.report: {error}", file=sys.stderr)
+        sys.exit(1)
+    with open(written["summary.md"]) as f:
+        print(f.read())
+    print("Wrote:\n" + "\n".join(f"  {path}" for path in written.values()))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

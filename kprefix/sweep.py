@@ -1,0 +1,355 @@
+"""Hyperparameter sweep: learning-rate x weight-decay grid, selection, seeds.
+
+The paper's vision protocol (after VPT), for one task and one variant:
+
+1. *grid*: train every (learning rate, weight decay) pair on the tuning
+   split and evaluate on the validation split (VTAB-1k: train800 -> val200;
+   FGVC: train -> val), with one seed (`--grid_seed`);
+2. *selection*: the pair with the highest validation accuracy wins; ties go
+   to the smaller learning rate, then to the larger weight decay (the more
+   conservative setting); a diverged run (NaN) counts as the worst;
+3. *final*: retrain the winner with every seed of `--seeds` on the final
+   split and test (VTAB-1k: train800val200 -> test; FGVC: train -> test, as
+   VPT reports FGVC, the val hold-out staying out of training).
+
+Every run is `python -m kprefix.launch` with the sweep's flagfile(s) plus
+the run's own flags, in its own workdir; a run whose `results.json` exists
+is skipped, so an interrupted sweep restarts where it stopped. Layout:
+
+    <sweep_dir>/<family>-<task>/<variant>-<placement>/
+        grid/lr<lr>_wd<wd>/results.json
+        selection.json
+        final/seed<seed>/results.json
+
+Locally the runs go one after another:
+
+    python -m kprefix.sweep --flagfile=configs/vtab/deep_cifar100.cfg \\
+        --prefix_variant=no_share --sweep_dir=runs/paper
+
+On a cluster, `--print_commands` prints one command per unfinished run;
+once the grid is done, `--phase=final --print_commands` selects and prints
+the seed runs. Every argument that is not a sweep flag (below) goes to
+every launch unchanged; write launch flags as `--name=value`.
+
+Example of the selection rule:
+
+>>> from kprefix.sweep import GridResult, select_best
+>>> select_best([GridResult(10.0, 1e-4, 0.71), GridResult(5.0, 0.0, 0.71),
+...              GridResult(5.0, 1e-3, 0.71), GridResult(1.0, 0.0, 0.65)])
+GridResult(learning_rate=5.0, weight_decay=0.001, accuracy=0.71)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+
+from absl import app, flags
+
+DEFAULT_LEARNING_RATES = ("50", "25", "10", "5", "2.5", "1", "0.5", "0.25", "0.1", "0.05")
+DEFAULT_WEIGHT_DECAYS = ("0.01", "0.001", "0.0001", "0")
+DEFAULT_SEEDS = ("42", "44", "82", "100", "800")
+# Accuracies closer than this are a tie (float32 metrics of equal counts).
+TIE_TOLERANCE = 1e-6
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The sweep's own flags; defined only when it runs, so importing stays free of them."""
+    flags.DEFINE_string("sweep_dir", "runs/sweeps",
+                        "Root of the sweep's runs; each task and variant gets its own folder.")
+    flags.DEFINE_list("learning_rates", list(DEFAULT_LEARNING_RATES),
+                      "Grid of base learning rates (scaled by batch/256 in the launch).")
+    flags.DEFINE_list("weight_decays", list(DEFAULT_WEIGHT_DECAYS), "Grid of weight decays.")
+    flags.DEFINE_integer("grid_seed", 42, "Seed of the grid runs.")
+    flags.DEFINE_list("seeds", list(DEFAULT_SEEDS), "Seeds of the final runs.")
+    flags.DEFINE_enum("phase", "all", ["all", "grid", "final"],
+                      "'grid': grid runs only; 'final': select on the finished grid, then the "
+                      "seed runs; 'all': both.")
+    flags.DEFINE_bool("print_commands", False,
+                      "Print one launch command per unfinished run instead of running it.")
+    flags.DEFINE_string("launcher", "python -m kprefix.launch",
+                        "Command that runs one training run (e.g. 'srun python -m kprefix.launch'); "
+                        "a leading 'python' runs as this interpreter locally.")
+
+
+class SweepError(Exception):
+    """A sweep cannot go on; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    """The splits of the grid runs and of the final runs of a dataset family."""
+
+    grid_train: str
+    grid_eval: str
+    final_train: str
+    final_eval: str
+
+
+SPLIT_PLANS = {
+    "vtab": SplitPlan("train800", "val200", "train800val200", "test"),
+    "fgvc": SplitPlan("train", "val", "train", "test"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GridResult:
+    """Validation accuracy of one grid point."""
+
+    learning_rate: float
+    weight_decay: float
+    accuracy: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One launch: its workdir and the flags that set it apart."""
+
+    workdir: str
+    flags: tuple[tuple[str, str], ...]
+
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.workdir, "results.json")
+
+    def is_finished(self) -> bool:
+        return os.path.exists(self.results_path)
+
+    def command(self, launcher: str, launch_args) -> list[str]:
+        """Launcher, the sweep's launch arguments, then this run's flags (which win)."""
+        own = [f"--{name}={value}" for name, value in self.flags]
+        return [*shlex.split(launcher), *launch_args, *own, f"--workdir={self.workdir}"]
+
+
+def _number(value: float) -> str:
+    """Short, exact text of a grid value: 50.0 -> '50', 0.0001 -> '0.0001'."""
+    return repr(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def parse_numbers(values, flag_name: str) -> list[float]:
+    """Floats of a list flag; the error names the flag."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        raise app.UsageError(
+            f"--{flag_name}={','.join(values)}: use comma-separated numbers, e.g. 10,1,0.1."
+        ) from None
+    if not numbers:
+        raise app.UsageError(f"--{flag_name} is empty: give at least one value.")
+    return numbers
+
+
+def read_flag_args(args) -> dict[str, str]:
+    """Launch flag values that `args` set, flagfiles expanded (the last setting wins).
+
+    Handles `--name=value`, `--name` / `--noname` (booleans) and nested
+    `--flagfile=` lines; flagfile paths are relative to the working directory,
+    as for absl.
+
+    >>> read_flag_args(["--dataset=vtab/dtd", "--prefix_length=5", "--noexport"])
+    {'dataset': 'vtab/dtd', 'prefix_length': '5', 'export': 'false'}
+    """
+    values: dict[str, str] = {}
+    for arg in args:
+        if not arg.startswith("--"):
+            raise SweepError(f"Unexpected argument {arg!r}: write launch flags as --name=value.")
+        name, has_value, value = arg[2:].partition("=")
+        if name == "flagfile":
+            with open(value) as f:
+                lines = [line.strip() for line in f]
+            values.update(read_flag_args([
+                line for line in lines if line and not line.startswith(("#", "//"))
+            ]))
+        elif has_value:
+            values[name] = value
+        elif name.startswith("no"):
+            values[name[2:]] = "false"
+        else:
+            values[name] = "true"
+    return values
+
+
+def experiment_dir(sweep_dir: str, launch_values) -> str:
+    """`<sweep_dir>/<family>-<task>/<variant>-<placement>` of the launch flags."""
+    dataset = launch_values.get("dataset", "")
+    family = dataset.split("/")[0]
+    if family not in SPLIT_PLANS or "/" not in dataset:
+        raise SweepError(
+            f"--dataset={dataset!r}: a sweep needs 'vtab/<task>' or 'fgvc/<dataset>'; "
+            "pass a flagfile such as configs/vtab/deep_cifar100.cfg."
+        )
+    variant = launch_values.get("prefix_variant", "deep_share")
+    placement = launch_values.get("prefix_placement", "deep").replace(",", "_")
+    return os.path.join(sweep_dir, dataset.replace("/", "-"), f"{variant}-{placement}")
+
+
+def grid_runs(exp_dir, plan: SplitPlan, learning_rates, weight_decays, seed) -> list[Run]:
+    """One run per (learning rate, weight decay), tuning split -> validation split."""
+    return [
+        Run(
+            os.path.join(exp_dir, "grid", f"lr{_number(lr)}_wd{_number(wd)}"),
+            (("learning_rate", _number(lr)), ("weight_decay", _number(wd)), ("seed", str(seed)),
+             ("train_split", plan.grid_train), ("eval_split", plan.grid_eval),
+             ("export", "false")),
+        )
+        for lr in learning_rates
+        for wd in weight_decays
+    ]
+
+
+def final_runs(exp_dir, plan: SplitPlan, best: GridResult, seeds) -> list[Run]:
+    """One run per seed with the selected hyperparameters, final split -> test."""
+    return [
+        Run(
+            os.path.join(exp_dir, "final", f"seed{seed}"),
+            (("learning_rate", _number(best.learning_rate)),
+             ("weight_decay", _number(best.weight_decay)), ("seed", str(seed)),
+             ("train_split", plan.final_train), ("eval_split", plan.final_eval)),
+        )
+        for seed in seeds
+    ]
+
+
+def select_best(results) -> GridResult:
+    """Highest accuracy; ties: smaller learning rate, then larger weight decay."""
+    if not results:
+        raise SweepError("No grid results to select from.")
+
+    def accuracy(result):
+        return -math.inf if math.isnan(result.accuracy) else result.accuracy
+
+    top = max(accuracy(r) for r in results)
+    tied = [r for r in results if accuracy(r) >= top - TIE_TOLERANCE]
+    return min(tied, key=lambda r: (r.learning_rate, -r.weight_decay))
+
+
+def read_grid_results(runs) -> list[GridResult]:
+    """The grid's validation results; names every unfinished run if some are missing."""
+    missing = [run.workdir for run in runs if not run.is_finished()]
+    if missing:
+        raise SweepError(
+            f"{len(missing)} of {len(runs)} grid runs have no results.json yet "
+            f"(first: {missing[0]}); finish them with --phase=grid, then select."
+        )
+    results = []
+    for run in runs:
+        with open(run.results_path) as f:
+            payload = json.load(f)
+        own = dict(run.flags)
+        results.append(GridResult(float(own["learning_rate"]), float(own["weight_decay"]),
+                                  float(payload["eval_accuracy"])))
+    return results
+
+
+def write_selection(exp_dir, best: GridResult, results) -> str:
+    """Writes `selection.json` (the winner, the rule and the whole grid)."""
+    path = os.path.join(exp_dir, "selection.json")
+    os.makedirs(exp_dir, exist_ok=True)
+    payload = {
+        "learning_rate": best.learning_rate,
+        "weight_decay": best.weight_decay,
+        "validation_accuracy": best.accuracy,
+        "rule": "highest validation accuracy; ties: smaller learning rate, then larger "
+                "weight decay",
+        "grid": [dataclasses.asdict(r) for r in results],
+    }
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return path
+
+
+def run_locally(run: Run, command) -> None:
+    """Runs one launch, its output in `<workdir>/launch.log`; raises on failure."""
+    if command[0] == "python":
+        command = [sys.executable, *command[1:]]
+    os.makedirs(run.workdir, exist_ok=True)
+    log_path = os.path.join(run.workdir, "launch.log")
+    print(f"[sweep] {shlex.join(command)}", flush=True)
+    with open(log_path, "w") as log:
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    if returncode != 0 or not run.is_finished():
+        with open(log_path) as log:
+            tail = log.read()[-3000:]
+        raise SweepError(f"Run failed (exit {returncode}); log {log_path}:\n{tail}")
+
+
+def _execute(runs, launch_args, print_only) -> None:
+    for run in runs:
+        if run.is_finished():
+            continue
+        command = run.command(FLAGS.launcher, launch_args)
+        if print_only:
+            print(shlex.join(command))
+        else:
+            run_locally(run, command)
+
+
+def sweep(launch_args, sweep_args=()) -> None:
+    """Runs (or prints) the phases that `--phase` asks for; see the module doc."""
+    launch_values = read_flag_args(launch_args)
+    exp_dir = experiment_dir(FLAGS.sweep_dir, launch_values)
+    plan = SPLIT_PLANS[launch_values["dataset"].split("/")[0]]
+    learning_rates = parse_numbers(FLAGS.learning_rates, "learning_rates")
+    weight_decays = parse_numbers(FLAGS.weight_decays, "weight_decays")
+    seeds = [int(s) for s in parse_numbers(FLAGS.seeds, "seeds")]
+    grid = grid_runs(exp_dir, plan, learning_rates, weight_decays, FLAGS.grid_seed)
+
+    if FLAGS.phase in ("all", "grid"):
+        _execute(grid, launch_args, FLAGS.print_commands)
+    if FLAGS.phase == "grid":
+        return
+    if FLAGS.print_commands and FLAGS.phase == "all" and not all(r.is_finished() for r in grid):
+        again = [a for a in sweep_args if not a.startswith(("--phase", "--print_commands"))]
+        print("# When the grid runs above have finished, select and print the seed runs with:")
+        print("# " + shlex.join(["python", "-m", "kprefix.sweep", *again, *launch_args,
+                                 "--phase=final", "--print_commands"]))
+        return
+    results = read_grid_results(grid)
+    best = select_best(results)
+    path = write_selection(exp_dir, best, results)
+    print(f"# Selected learning_rate={_number(best.learning_rate)} "
+          f"weight_decay={_number(best.weight_decay)} "
+          f"({plan.grid_eval} accuracy {best.accuracy:.4f}); written to {path}", flush=True)
+    _execute(final_runs(exp_dir, plan, best, seeds), launch_args, FLAGS.print_commands)
+
+
+_SWEEP_FLAG_NAMES = {"sweep_dir", "learning_rates", "weight_decays", "grid_seed", "seeds",
+                     "phase", "print_commands", "launcher", "help", "helpfull", "helpshort"}
+
+
+def split_arguments(argv):
+    """(sweep flags, launch arguments) of a command line, in their order."""
+    sweep_args, launch_args = [], []
+    for arg in argv:
+        name = arg.lstrip("-").partition("=")[0]
+        is_sweep = name in _SWEEP_FLAG_NAMES or (
+            name.startswith("no") and name[2:] in _SWEEP_FLAG_NAMES)
+        (sweep_args if is_sweep else launch_args).append(arg)
+    return sweep_args, launch_args
+
+
+def _parse(argv):
+    sweep_args, launch_args = split_arguments(argv[1:])
+    FLAGS([argv[0], *sweep_args])
+    return [argv[0], sweep_args, launch_args]
+
+
+def main(argv):
+    _, sweep_args, launch_args = argv
+    try:
+        sweep(launch_args, sweep_args)
+    except SweepError as error:
+        print(f"kprefix.sweep: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, flags_parser=_parse)
