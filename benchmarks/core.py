@@ -20,12 +20,12 @@ steps, in one fresh subprocess per mode (Linux `/proc`).
 """
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 
 from absl import app, flags
+
+from timing import side_by_side
 
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
@@ -62,24 +62,6 @@ def _batch():
             rng.integers(0, 100, FLAGS.batch_size).astype("int32"))
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _side_by_side(steps):
-    """`{name: median seconds}` of zero-argument callables, interleaved."""
-    for fn in steps.values():  # warm-up and compilation
-        fn()
-        fn()
-    times = {name: [] for name in steps}
-    for _ in range(FLAGS.steps):
-        for name, fn in steps.items():
-            times[name].append(_timed(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def vision_timings():
     x, y = _batch()
     models = {
@@ -88,9 +70,11 @@ def vision_timings():
         "full_finetune": _classifier(None, full_finetune=True),
         "deep_share_bf16": _classifier("deep_share", "mixed_bfloat16"),
     }
-    train = _side_by_side({name: (lambda m=m: m.train_on_batch(x, y)) for name, m in models.items()})
+    train = side_by_side({name: (lambda m=m: m.train_on_batch(x, y)) for name, m in models.items()},
+                         FLAGS.steps, warmup=2)
     folded = {name: models[name].fold() for name in ("deep_share", "no_share")}
-    infer = _side_by_side({name: (lambda m=m: m.predict_on_batch(x)) for name, m in folded.items()})
+    infer = side_by_side({name: (lambda m=m: m.predict_on_batch(x)) for name, m in folded.items()},
+                         FLAGS.steps, warmup=2)
     return train, infer
 
 
@@ -114,11 +98,11 @@ def gpt2_generation():
         lm = lm.fold() if config else lm
         lm.compile(sampler="greedy")
         models[name] = lm
-    seconds = _side_by_side({
+    seconds = side_by_side({
         name: (lambda lm=lm: lm.generate({"token_ids": token_ids, "padding_mask": mask},
                                          stop_token_ids=None))
         for name, lm in models.items()
-    })
+    }, FLAGS.steps, warmup=2)
     tokens = FLAGS.batch_size * FLAGS.new_tokens
     return {name: tokens / s for name, s in seconds.items()}
 

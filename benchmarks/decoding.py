@@ -18,10 +18,10 @@ the ratio prefix / none (target >= 0.9).
 """
 
 import os
-import statistics
-import time
 
 from absl import app, flags
+
+from timing import side_by_side
 
 flags.DEFINE_integer("runs", 5, "Timed runs per model (after one warm-up run).")
 flags.DEFINE_integer("new_tokens", 16, "Tokens generated per input and run.")
@@ -116,19 +116,6 @@ def _bart_decoders(models):
     return {name: decoder(lm) for name, lm in models.items()}
 
 
-def _side_by_side(decoders):
-    """`{name: median seconds}` of zero-argument callables, interleaved."""
-    for decode in decoders.values():
-        decode()
-    times = {name: [] for name in decoders}
-    for _ in range(FLAGS.runs):
-        for name, decode in decoders.items():
-            start = time.perf_counter()
-            decode()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(_):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     families = {
@@ -139,7 +126,7 @@ def main(_):
     results = []
     for family in FLAGS.families.split(","):
         title, build, decoders = families[family]
-        seconds = _side_by_side(decoders(build()))
+        seconds = side_by_side(decoders(build()), FLAGS.runs)
         rates = {name: tokens / s for name, s in seconds.items()}
         results.append((title, rates))
         for name, rate in rates.items():

@@ -79,3 +79,37 @@ def test_text_flags_are_checked(tmp_path):
     )
     assert result.returncode != 0
     assert "--dataset='e2e' does not fit --task=summarization" in result.stderr
+
+
+def test_nlg_flagfiles_parse_with_the_paper_settings():
+    script = textwrap.dedent("""
+        import glob, json
+        from absl import flags
+        import kprefix.launch  # defines the flags
+        out = {}
+        for path in sorted(glob.glob("configs/nlg/*.cfg")):
+            values = flags.FlagValues()
+            for flag in flags.FLAGS.get_flags_for_module("kprefix.launch"):
+                values[flag.name] = flag
+            values.unparse_flags()
+            values(["prog", f"--flagfile={path}"])
+            out[path] = {n: values[n].value for n in
+                         ("task", "dataset", "prefix_variant", "prefix_length", "learning_rate",
+                          "batch_size", "num_beams", "length_penalty")}
+        print(json.dumps(out))
+    """)
+    root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    configs = json.loads(result.stdout.strip().splitlines()[-1])
+    e2e_deep = configs["configs/nlg/e2e.cfg"]
+    assert (e2e_deep["prefix_length"], e2e_deep["batch_size"], e2e_deep["learning_rate"],
+            e2e_deep["num_beams"]) == (5, 10, 1e-4, 5)
+    assert configs["configs/nlg/webnlg_no_share.cfg"]["learning_rate"] == 5e-2
+    xsum_no = configs["configs/nlg/xsum_no_share.cfg"]
+    assert (xsum_no["task"], xsum_no["prefix_variant"], xsum_no["prefix_length"],
+            xsum_no["learning_rate"], xsum_no["num_beams"], xsum_no["length_penalty"]) == (
+        "summarization", "no_share", 200, 5e-4, 6, 0.8)
+    assert {c["prefix_variant"] for c in configs.values()} == {
+        "deep_share", "no_share", "simple_share"}

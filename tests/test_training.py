@@ -114,3 +114,22 @@ def test_schedules():
     assert float(sgd.learning_rate) == pytest.approx(0.2)  # scaled by 512/256
     with pytest.raises(ValueError, match="--optimizer"):
         train.make_optimizer("lamb", 0.1, 0.0, 8, 10, 1)
+
+
+def test_mixed_precision_keeps_prefix_variables_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        from kprefix.backbones import build_backbone
+        from kprefix.tasks import PrefixImageClassifier
+        from helpers import prefix_config
+
+        model = _compile(PrefixImageClassifier(build_backbone("vit_tiny"), 4,
+                                               prefix_config("deep_share"), seed=0))
+        assert model.backbone.compute_dtype == "bfloat16"
+        before = _snapshot(model.prefix.weights)
+        model.train_on_batch(*_batch())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {w.dtype for w in model.prefix.weights} == {"float32"}
+    assert model(_batch()[0]).dtype == "float32"
+    assert any(not np.array_equal(np.array(w), before[w.path]) for w in model.prefix.weights)

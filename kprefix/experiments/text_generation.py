@@ -20,7 +20,8 @@ from kprefix.experiments.common import count_parameters, strategy_and_backbone
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
-from kprefix.metrics.webnlg import WebNLGReferences, normalize_webnlg_output, score_webnlg
+from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
+                                    read_webnlg_references, score_webnlg)
 from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
 from kprefix.tasks.text_features import causal_lm_features, prompt_features, seq2seq_preprocessor
 from kprefix.tasks.tokenizers import load_tokenizer
@@ -103,12 +104,14 @@ def score(FLAGS, examples, predictions, full_split):
     if FLAGS.dataset == "e2e":
         return score_e2e(predictions, references).as_dict()
     if FLAGS.dataset == "webnlg":
+        seen = [bool(e.seen) for e in examples]
+        official = nlg.shared_data_dir(FLAGS.text_data_dir) / "webnlg2017" / "eval_references"
+        if full_split and FLAGS.eval_split in (None, "test") and official.is_dir():
+            return score_webnlg(predictions, read_webnlg_references(official, seen))
         normalized = [[normalize_webnlg_output(r) for r in refs] for refs in references]
-        refs = WebNLGReferences(normalized, normalized, normalized,
-                                [bool(e.seen) for e in examples])
-        scores = score_webnlg(predictions, refs)
-        if not full_split:
-            scores["note"] = "subset of the test set, scored against its loader references"
+        scores = score_webnlg(predictions, WebNLGReferences(normalized, normalized, normalized,
+                                                            seen))
+        scores["note"] = "scored against the loader's references, not the official files"
         return scores
     return rouge_f1(predictions, [r[0] for r in references])
 
