@@ -29,7 +29,6 @@ Example:
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 
@@ -97,9 +96,8 @@ class PrefixGenerator(keras.layers.Layer):
 class NoSharePrefix(PrefixGenerator):
     """Independent key and value prefix parameters (No-share).
 
-    With `key_values`/`value_values` given, the prefixes start from those
-    arrays; with `trainable=False` this is the folded, constant prefix that
-    `PrefixTuning.fold` puts in place of any generator.
+    With `trainable=False` this is also the folded, constant prefix that
+    `PrefixTuning.fold_into` fills with any generator's output.
     """
 
     def __init__(
@@ -110,28 +108,20 @@ class NoSharePrefix(PrefixGenerator):
         value_dim,
         initializer="xavier_uniform",
         init_scale=0.02,
-        key_values=None,
-        value_values=None,
         seed=None,
         **kwargs,
     ):
         super().__init__(length, num_heads, key_dim, value_dim, **kwargs)
         self.initializer = initializer
         self.init_scale = init_scale
-        self.prefix_key = self._prefix_weight("prefix_key", self.key_shape, key_values, seed)
+        self.prefix_key = self._prefix_weight("prefix_key", self.key_shape, seed)
         self.prefix_value = self._prefix_weight(
-            "prefix_value", self.value_shape, value_values, None if seed is None else seed + 1
+            "prefix_value", self.value_shape, None if seed is None else seed + 1
         )
 
-    def _prefix_weight(self, name, shape, values, seed):
-        if values is None:
-            width = shape[1] * shape[2]
-            initializer = make_initializer(self.initializer, width, width, self.init_scale, seed)
-        else:
-            values = np.asarray(values, "float32")
-            if values.shape != shape:
-                raise ValueError(f"{name} values have shape {values.shape}, expected {shape}.")
-            initializer = keras.initializers.Constant(values)
+    def _prefix_weight(self, name, shape, seed):
+        width = shape[1] * shape[2]
+        initializer = make_initializer(self.initializer, width, width, self.init_scale, seed)
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def generate(self):
@@ -173,7 +163,11 @@ class DeepShareTrunk(keras.layers.Layer):
             self.hidden.build((self.length, self.embedding_dim))
 
     def features(self):
-        """`act(P' W1 + b1)`, shape `(length, mlp_hidden)`."""
+        """`act(P' W1 + b1)`, shape `(length, mlp_hidden)`.
+
+        A shared trunk recomputes this small product once per layer; that
+        costs far less than threading one result through the backbone.
+        """
         return self.hidden(self.embedding)
 
 
