@@ -12,7 +12,6 @@ epoch; a restarted run resumes from the newest), `tensorboard/`, `export/`
 
 import os
 import sys
-import time
 
 from absl import app, flags
 

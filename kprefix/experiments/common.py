@@ -18,6 +18,22 @@ def strategy_and_backbone(FLAGS):
     return strategy, backbone
 
 
+def compile_for_training(model, FLAGS, steps_per_epoch, warmup_steps, **metrics):
+    """Compiles `model` with the flags' optimizer and schedule and a
+    sparse cross-entropy on logits; `metrics` go to `model.compile`."""
+    import keras
+
+    model.compile(
+        optimizer=train.make_optimizer(
+            FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
+            steps_per_epoch * FLAGS.epochs, warmup_steps,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=FLAGS.jit_compile,
+        **metrics,
+    )
+
+
 def count_parameters(weights):
     import keras
 

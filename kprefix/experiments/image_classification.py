@@ -8,7 +8,8 @@ from absl import app
 
 from kprefix import train
 from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
-from kprefix.experiments.common import count_parameters, strategy_and_backbone
+from kprefix.experiments.common import (compile_for_training, count_parameters,
+                                        strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
 
@@ -31,14 +32,9 @@ def run(FLAGS, prefix_config):
     with strategy.scope():
         model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
                                       seed=FLAGS.seed, name="classifier")
-        model.compile(
-            optimizer=train.make_optimizer(
-                FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
-                data.steps_per_epoch * FLAGS.epochs, data.steps_per_epoch * FLAGS.warmup_epochs,
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        compile_for_training(
+            model, FLAGS, data.steps_per_epoch, data.steps_per_epoch * FLAGS.warmup_epochs,
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=FLAGS.jit_compile,
         )
     trainable = count_parameters(model.trainable_weights)
     print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "

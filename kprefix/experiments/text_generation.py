@@ -16,14 +16,15 @@ from absl import app
 
 from kprefix import train
 from kprefix.data import nlg
-from kprefix.experiments.common import count_parameters, strategy_and_backbone
+from kprefix.experiments.common import (compile_for_training, count_parameters,
+                                        strategy_and_backbone)
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
 from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
                                     read_webnlg_references, score_webnlg)
 from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
-from kprefix.tasks.text_features import causal_lm_features, prompt_features, seq2seq_preprocessor
+from kprefix.tasks.text_features import causal_lm_features, seq2seq_preprocessor
 from kprefix.tasks.tokenizers import load_tokenizer
 
 TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
@@ -140,13 +141,9 @@ def run(FLAGS, prefix_config):
     make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
     with strategy.scope():
         model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
-        model.compile(
-            optimizer=train.make_optimizer(FLAGS.optimizer, FLAGS.learning_rate,
-                                           FLAGS.weight_decay, FLAGS.batch_size,
-                                           steps * FLAGS.epochs, FLAGS.warmup_steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        compile_for_training(
+            model, FLAGS, steps, FLAGS.warmup_steps,
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=FLAGS.jit_compile,
         )
     trainable = count_parameters(model.trainable_weights)
     print(f"Backbone {FLAGS.backbone} (frozen), {trainable:,} trainable parameters, "

@@ -21,7 +21,6 @@ import numpy as np
 from kprefix.backbones import attention_sites
 from kprefix.prefix import generators
 from kprefix.prefix.attention import install_prefix, uninstall_prefix
-from kprefix.prefix.config import PrefixConfig
 
 
 class PrefixTuning(keras.layers.Layer):
