@@ -119,12 +119,7 @@ def test_schedules():
 def test_mixed_precision_keeps_prefix_variables_float32():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        from kprefix.backbones import build_backbone
-        from kprefix.tasks import PrefixImageClassifier
-        from helpers import prefix_config
-
-        model = _compile(PrefixImageClassifier(build_backbone("vit_tiny"), 4,
-                                               prefix_config("deep_share"), seed=0))
+        model = _compile(image_classifier("deep_share"))
         assert model.backbone.compute_dtype == "bfloat16"
         before = _snapshot(model.prefix.weights)
         model.train_on_batch(*_batch())
