@@ -3,7 +3,13 @@
 The SavedModel needs neither kprefix nor keras-hub to load: its
 `serving_default` signature takes float32 images `(batch, H, W, 3)`, already
 preprocessed as in training, and returns class probabilities under the key
-`probabilities`.
+`probabilities`. Images of another rank or size are refused with an
+`InvalidArgumentError` that names the expected shape.
+
+Exports are written to a sibling folder and moved into place at the end
+(`kprefix.workdir.replace_directory`), so a kill at any moment leaves the
+previous export or the new one, never a broken one. A model whose weights
+hold NaN or infinity is never exported.
 
 Example (in a fresh process, no kprefix import):
 
@@ -13,18 +19,65 @@ Example (in a fresh process, no kprefix import):
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from kprefix.checkpoints import NonFiniteState
+from kprefix.workdir import partial_directory, recover_directory, replace_directory
 
-def export_image_classifier(model, directory):
+
+def write_atomically(save, directory, writer=True):
+    """Calls `save(folder)` on a fresh sibling folder, then moves it to `directory`.
+
+    With `writer=False` (a worker other than the chief, which must still run
+    the same steps) the folder is deleted instead, so only the chief's copy
+    remains. On an error the partial folder is removed and `directory` is
+    untouched.
+    """
+    if writer:
+        recover_directory(directory)
+    partial = partial_directory(directory)
+    try:
+        save(partial)
+    except BaseException:
+        if tf.io.gfile.exists(partial):
+            tf.io.gfile.rmtree(partial)
+        raise
+    if writer:
+        replace_directory(partial, directory)
+    else:
+        tf.io.gfile.rmtree(partial)
+
+
+def _require_finite(model):
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w, "float64")))]
+    if bad:
+        raise NonFiniteState(f"not exporting: {', '.join(bad[:3])} hold NaN or infinity.")
+
+
+def export_image_classifier(model, directory, writer=True):
     """Folds `model`'s prefixes and writes the serving SavedModel to `directory`.
 
     Returns the folded model (the one that was exported).
     """
     folded = model.fold() if model.prefix is not None else model
-    image_shape = tuple(folded.backbone.image_shape)
+    _require_finite(folded)
+    image_shape = tuple(int(d) for d in folded.backbone.image_shape)
 
     def serve(images):
+        # Checked before any kernel sees the input: a wrong rank would abort
+        # the process inside oneDNN instead of raising.
+        expected = tf.constant(image_shape, tf.int32)
+        fits = tf.cond(tf.equal(tf.rank(images), 4),
+                       lambda: tf.reduce_all(tf.equal(tf.shape(images)[1:], expected)),
+                       lambda: tf.constant(False))
+        check = tf.debugging.Assert(
+            fits,
+            [f"images must have shape (batch, {', '.join(map(str, image_shape))}); got",
+             tf.shape(images)],
+        )
+        with tf.control_dependencies([check]):
+            images = tf.reshape(images, (-1,) + image_shape)
         logits = folded(images, training=False)
         return {"probabilities": keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)}
 
@@ -33,13 +86,14 @@ def export_image_classifier(model, directory):
     archive.add_endpoint(
         "serving_default",
         serve,
-        input_signature=[tf.TensorSpec((None,) + image_shape, tf.float32, name="images")],
+        input_signature=[tf.TensorSpec(None, tf.float32, name="images")],
     )
-    archive.write_out(directory, verbose=False)
+    write_atomically(lambda folder: archive.write_out(folder, verbose=False), directory, writer)
     return folded
 
 
-def export_text_generator(model, tokenizer, directory, source_length, settings, write=True):
+def export_text_generator(model, tokenizer, directory, source_length, settings, write=True,
+                          writer=True):
     """Folds `model`'s prefixes and builds a text-in/text-out serving function.
 
     Tokenization, beam search (`kprefix.decoding`) and detokenization all run
@@ -57,6 +111,7 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     from kprefix.tasks.text_features import prompt_features
 
     folded = model.fold() if model.prefix is not None else model
+    _require_finite(folded)
     is_causal = isinstance(folded, keras_hub.models.GPT2CausalLM)
     special = {tokenizer.end_token_id}
     if not is_causal:
@@ -86,5 +141,8 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
         module.model = folded
         module.tokenizer = tokenizer
         module.serve = serve
-        tf.saved_model.save(module, directory, signatures={"serving_default": serve})
+        write_atomically(
+            lambda folder: tf.saved_model.save(module, folder,
+                                               signatures={"serving_default": serve}),
+            directory, writer)
     return serve

@@ -8,6 +8,12 @@ Flags may come from flagfiles and be overridden on the command line; see
 `--helpfull`. The run writes, under `--workdir`: `checkpoints/` (one per
 epoch; a restarted run resumes from the newest), `tensorboard/`, `export/`
 (the folded SavedModel) and `results.json` (final metrics and every flag).
+
+The chief holds `run.lock` while it runs and records the run's settings in
+`run_config.json`; a restart must use the same settings (a larger
+`--epochs` is allowed). Exit status: 0 done, 1 failed or diverged (then
+`results.json` says `"status": "diverged"`), 42 stopped by SIGTERM after
+saving a checkpoint (rerun to resume).
 """
 
 import os
@@ -15,6 +21,7 @@ import sys
 
 from absl import app, flags
 
+from kprefix import checkpoints, train, workdir
 from kprefix.prefix.config import ACTIVATIONS, INITIALIZERS, VARIANTS, PrefixConfig
 
 FLAGS = flags.FLAGS
@@ -73,8 +80,8 @@ flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD+momentum (vision) o
 flags.DEFINE_float("learning_rate", 0.1,
                    "Base learning rate (SGD: scaled by batch_size/256).")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size, over all replicas.")
-flags.DEFINE_integer("epochs", 30, "Training epochs.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size, over all replicas.", lower_bound=1)
+flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
 flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps (AdamW).")
 flags.DEFINE_integer("seed", 0, "Seed of initializers and data order.")
@@ -91,6 +98,17 @@ flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
 # Outputs.
 flags.DEFINE_string("workdir", "runs/default", "Where checkpoints, logs, exports go.")
 flags.DEFINE_bool("export", True, "Fold the prefixes and write a SavedModel.")
+flags.DEFINE_integer("checkpoint_every_steps", 0,
+                     "Also checkpoint every N training steps, mid-epoch (0: only at epoch "
+                     "ends); a restart resumes from the exact step.", lower_bound=0)
+
+# Flags a restart may change; every other flag must equal the recorded one
+# (see kprefix.workdir.check_run_config). `epochs` may only grow.
+RESTART_MAY_CHANGE = {
+    "workdir", "export", "strategy", "tpu", "jit_compile", "checkpoint_every_steps",
+    "tfds_data_dir", "manual_dir", "text_data_dir", "eval_split", "max_eval_examples",
+    "eval_batch_size", "num_beams", "max_new_tokens", "min_new_tokens", "length_penalty",
+}
 
 
 def prefix_config_from_flags():
@@ -123,27 +141,80 @@ def prefix_config_from_flags():
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
 
+def _launch_flags():
+    return {f.name: f.value for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
+
+
+def _fail(message, code=1):
+    print(f"\nError: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     prefix_config = prefix_config_from_flags()
+    try:
+        workdir.check_writable(FLAGS.workdir)
+    except OSError as error:
+        raise app.UsageError(f"--workdir={FLAGS.workdir!r}: {error}") from None
+    task = workdir.this_task()
+    lock = workdir.WorkdirLock(FLAGS.workdir) if task.is_chief else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except workdir.WorkdirBusy as error:
+            _fail(str(error))
+        if lock.took_over:
+            print(f"Took over the stale lock of pid {lock.took_over.get('pid')} on "
+                  f"{lock.took_over.get('host')} (that run is gone).", flush=True)
+    try:
+        _run(task, prefix_config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(task, prefix_config):
+    flag_values = _launch_flags()
+    results_path = os.path.join(FLAGS.workdir, "results.json")
+    if task.is_chief:
+        recorded = {k: v for k, v in flag_values.items() if k not in RESTART_MAY_CHANGE}
+        try:
+            grown = workdir.check_run_config(FLAGS.workdir, recorded)
+        except workdir.ChangedRunConfig as error:
+            raise app.UsageError(str(error)) from None
+        if grown:
+            print(f"Continuing with more --epochs ({FLAGS.epochs}); the learning-rate "
+                  "schedule now spans the new total.", flush=True)
     if FLAGS.task == "image_classification":
         from kprefix.experiments import image_classification as experiment
     else:
         from kprefix.experiments import text_generation as experiment
-    results, summary = experiment.run(FLAGS, prefix_config)
-    results["flags"] = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
-    results_path = os.path.join(FLAGS.workdir, "results.json")
-    from kprefix.train import write_json
-
-    write_json(results_path, results)
-    workdir = FLAGS.workdir
+    try:
+        results, summary = experiment.run(FLAGS, prefix_config)
+    except train.Diverged as error:
+        if task.is_chief:
+            workdir.write_json(results_path, {"status": "diverged", "error": str(error),
+                                              "diverged_at_step": error.step,
+                                              "flags": flag_values})
+        _fail(f"training diverged: {error}")
+    except train.Preempted as error:
+        _fail(str(error), code=train.Preempted.exit_code)
+    except checkpoints.CheckpointError as error:
+        _fail(str(error))
+    if not task.is_chief:
+        print(f"Done ({task.name}); the chief wrote the results.", flush=True)
+        return
+    results["status"] = "completed"
+    results["flags"] = flag_values
+    workdir.write_json(results_path, results)  # last: its presence means the run finished
     print(
         "\nDone.\n"
         + "".join(f"  {line}\n" for line in summary)
         + f"  results:     {results_path}\n"
-        f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
-        f"  tensorboard: {os.path.join(workdir, 'tensorboard')}\n"
+        f"  checkpoints: {os.path.join(FLAGS.workdir, 'checkpoints')}\n"
+        f"  tensorboard: {os.path.join(FLAGS.workdir, 'tensorboard')}\n"
         + (f"  SavedModel:  {results['export_dir']}\n" if "export_dir" in results else ""),
         flush=True,
     )

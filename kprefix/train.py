@@ -2,9 +2,12 @@
 
 A run is `fit(...)` on a model built inside `strategy.scope()`, fed by an
 epoch-indexed data stream, so a restarted run sees exactly the batches the
-stopped one would have seen. Every epoch writes a checkpoint with the model's
-and optimizer's variables (prefix generators included, not only folded
-prefixes); `fit` resumes from the latest one.
+stopped one would have seen. Checkpoints (`kprefix.checkpoints`) are written
+at the end of every epoch and every `checkpoint_every_steps` steps; `fit`
+resumes from the newest good one at the exact step, mid-epoch included, so a
+killed and restarted run ends with the same weights, bit for bit, as one
+that was never stopped. A non-finite loss stops the run (`Diverged`) before
+anything is written, and SIGTERM (preemption) saves and stops (`Preempted`).
 
 Example:
 
@@ -14,14 +17,15 @@ Example:
 [0.0, 0.05, 0.1, 0.0]
 """
 
-import glob
-import json
 import math
 import os
-import re
+import signal
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from kprefix.checkpoints import CheckpointStore, NonFiniteState
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -113,90 +117,128 @@ def epoch_stream(make_epoch, first_epoch, epochs):
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(make_epoch)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model and optimizer variables after every epoch.
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite; nothing of that state was written."""
 
-    Files are `<directory>/epoch-<N>.weights.h5` (N counts finished epochs);
-    the newest `keep` are kept.
+    def __init__(self, step, loss):
+        super().__init__(
+            f"the training loss became {loss} at step {step}. Nothing from that step on was "
+            "saved; the last good checkpoint is kept. Lower --learning_rate (or check the "
+            "data) and use a new --workdir, or rerun to resume from the last checkpoint.")
+        self.step = step
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived; a checkpoint of the current step was written."""
+
+    exit_code = 42  # TensorFlow's preemption convention: the supervisor restarts the run
+
+    def __init__(self, step, checkpoint):
+        super().__init__(f"stopped by SIGTERM at step {step}; saved {checkpoint}. Rerun the same "
+                         "command to resume from there.")
+
+
+class RunGuard(keras.callbacks.Callback):
+    """Checks every step's loss, checkpoints, and answers SIGTERM.
+
+    The loss check runs before anything is saved at that step, so a
+    non-finite state never reaches a checkpoint.
     """
 
-    def __init__(self, directory, keep=3):
+    def __init__(self, store, steps_per_epoch, every_steps=0):
         super().__init__()
-        self.directory = directory
-        self.keep = keep
+        self.store = store
+        self.steps_per_epoch = steps_per_epoch
+        self.every_steps = every_steps
+        self.terminate = False
+        self.last_saved = None
+
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def save(self, step):
+        if step != self.last_saved:
+            try:
+                self.store.save(self.model, step)
+            except NonFiniteState as error:
+                raise Diverged(step, f"finite but the weights are not ({error})") from None
+            self.last_saved = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        step = self._step()
+        if loss is not None and not np.isfinite(float(loss)):
+            raise Diverged(step, float(loss))
+        if self.every_steps and step % self.every_steps == 0:
+            self.save(step)
+        if self.terminate:
+            self.save(step)
+            raise Preempted(step, self.store.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
-        path = os.path.join(self.directory, f"epoch-{epoch + 1}.weights.h5")
-        self.model.save_weights(path + ".tmp.weights.h5")
-        os.replace(path + ".tmp.weights.h5", path)  # never leave a half-written file
-        for old, _ in list_checkpoints(self.directory)[:-self.keep]:
-            os.remove(old)
+        self.save(self._step())
 
 
-def list_checkpoints(directory):
-    """`[(path, epochs_done)]` in `directory`, oldest first."""
-    found = []
-    for path in glob.glob(os.path.join(directory, "epoch-*.weights.h5")):
-        match = re.fullmatch(r"epoch-(\d+)\.weights\.h5", os.path.basename(path))
-        if match:
-            found.append((path, int(match.group(1))))
-    return sorted(found, key=lambda item: item[1])
+class _OnSigterm:
+    """Within the block, SIGTERM sets `guard.terminate` instead of killing."""
+
+    def __init__(self, guard):
+        self.guard = guard
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.guard.terminate = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
-def restore_latest(model, directory):
-    """Loads the newest checkpoint in `directory`; returns epochs done (0 if none).
-
-    The optimizer must already be attached (`model.compile`); its slots are
-    built here so they can be restored.
-    """
-    checkpoints = list_checkpoints(directory)
-    if not checkpoints:
-        return 0
-    path, epochs_done = checkpoints[-1]
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    try:
-        model.load_weights(path)
-    except Exception as error:  # h5py and Keras raise several types here
-        raise ValueError(
-            f"Checkpoint {path} could not be loaded ({error}). It is corrupted or "
-            "from a different model; delete it to resume from the one before, "
-            "or use a new --workdir."
-        ) from error
-    return epochs_done
-
-
-def fit(model, make_epoch, steps_per_epoch, epochs, workdir, validation_data=None,
-        verbose="auto"):
+def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
+        chief=True, verbose="auto", log=print):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
 
-    Returns the Keras `History` of the epochs run now, and the number of
-    epochs that were already done when it started.
+    Every process of a cluster calls this; only the `chief` writes
+    checkpoints and TensorBoard summaries. Returns the history of the
+    epochs run now (a dict of lists) and the global step training resumed
+    from (0 for a fresh run). Raises `Diverged` or `Preempted` as described
+    in the module docstring.
     """
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    first_epoch = restore_latest(model, checkpoint_dir)
-    if first_epoch:
-        print(f"Resumed from {checkpoint_dir} after epoch {first_epoch}.", flush=True)
-    callbacks = [
-        EpochCheckpoint(checkpoint_dir),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
-    ]
-    history = model.fit(
-        epoch_stream(make_epoch, first_epoch, epochs),
-        epochs=epochs,
-        initial_epoch=first_epoch,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    return history, first_epoch
+    store = CheckpointStore(os.path.join(workdir, "checkpoints"), writer=chief)
+    resumed_step = store.restore(model, log=log)
+    first_epoch, offset = divmod(resumed_step, steps_per_epoch)
+    if first_epoch >= epochs:
+        log(f"Training already finished (step {resumed_step} in {store.directory}).")
+    elif resumed_step:
+        log(f"Resumed from {store.directory} at step {resumed_step} "
+            f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
+    guard = RunGuard(store, steps_per_epoch, checkpoint_every_steps)
+    guard.last_saved = resumed_step
+    callbacks = [guard]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
+    history = {}
 
+    def run(dataset, first, last, steps):
+        result = model.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=steps,
+                           callbacks=callbacks, verbose=verbose)
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
 
-def write_json(path, payload):
-    """Writes `payload` as indented JSON, atomically."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(path + ".tmp", path)
+    with _OnSigterm(guard):
+        if offset and first_epoch < epochs:
+            # Finish the interrupted epoch from the batch after the checkpoint.
+            run(make_epoch(tf.constant(first_epoch, tf.int64)).skip(offset),
+                first_epoch, first_epoch + 1, steps_per_epoch - offset)
+            first_epoch += 1
+        if first_epoch < epochs:
+            run(epoch_stream(make_epoch, first_epoch, epochs), first_epoch, epochs,
+                steps_per_epoch)
+    return history, resumed_step

@@ -47,7 +47,10 @@ def test_short_run_trains_evaluates_checkpoints_and_exports(tmp_path):
     assert 0.0 <= results["eval_accuracy"] <= 1.0
     assert results["flags"]["epochs"] == 2 and results["flags"]["prefix_length"] == 4
     assert len(results["history"]["loss"]) == 2
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["epoch-1.weights.h5", "epoch-2.weights.h5"]
+    assert results["status"] == "completed"
+    steps = 1437 // 64  # digits training examples / batch size
+    assert sorted(os.listdir(workdir / "checkpoints")) == [
+        f"ckpt-{s}.{suffix}" for s in (steps, 2 * steps) for suffix in ("json", "npz")]
     assert (workdir / "export" / "saved_model.pb").exists()
     assert str(workdir / "export") in result.stdout
     # A second start finds the finished checkpoints and does not retrain.
@@ -56,5 +59,5 @@ def test_short_run_trains_evaluates_checkpoints_and_exports(tmp_path):
         "--epochs=2", "--prefix_length=4", f"--workdir={workdir}", "--noexport",
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "Resumed" in again.stdout
-    assert json.loads((workdir / "results.json").read_text())["resumed_after_epoch"] == 2
+    assert "Training already finished" in again.stdout
+    assert json.loads((workdir / "results.json").read_text())["resumed_from_step"] == 2 * steps

@@ -18,6 +18,19 @@ def strategy_and_backbone(FLAGS):
     return strategy, backbone
 
 
+def check_batching(FLAGS, strategy, steps_per_epoch):
+    """Usage errors for batches that cannot train: none per epoch, or uneven replicas."""
+    if steps_per_epoch < 1:
+        raise app.UsageError(
+            f"--batch_size={FLAGS.batch_size} leaves no training batch per epoch (the training "
+            "split is smaller); lower --batch_size.")
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.batch_size % replicas:
+        raise app.UsageError(
+            f"--batch_size={FLAGS.batch_size} does not split evenly over the {replicas} "
+            f"replicas of --strategy={FLAGS.strategy}; use a multiple of {replicas}.")
+
+
 def compile_for_training(model, FLAGS, steps_per_epoch, warmup_steps, **metrics):
     """Compiles `model` with the flags' optimizer and schedule and a
     sparse cross-entropy on logits; `metrics` go to `model.compile`."""

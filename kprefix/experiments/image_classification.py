@@ -8,10 +8,11 @@ from absl import app
 
 from kprefix import train
 from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
-from kprefix.experiments.common import (compile_for_training, count_parameters,
-                                        strategy_and_backbone)
+from kprefix.experiments.common import (check_batching, compile_for_training,
+                                        count_parameters, strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
+from kprefix.workdir import this_task
 
 
 def run(FLAGS, prefix_config):
@@ -28,6 +29,7 @@ def run(FLAGS, prefix_config):
         )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {error}") from None
+    check_batching(FLAGS, strategy, data.steps_per_epoch)
 
     with strategy.scope():
         model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
@@ -40,9 +42,12 @@ def run(FLAGS, prefix_config):
     print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "
           f"{trainable:,} trainable parameters, {data.steps_per_epoch} steps/epoch.", flush=True)
 
+    chief = this_task().is_chief
     start = time.time()
     history, resumed_from = train.fit(model, data.make_epoch, data.steps_per_epoch,
-                                      FLAGS.epochs, FLAGS.workdir)
+                                      FLAGS.epochs, FLAGS.workdir,
+                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+                                      chief=chief)
     train_seconds = time.time() - start
     loss, accuracy = model.evaluate(data.eval_dataset, verbose=0)
     results = {
@@ -50,13 +55,13 @@ def run(FLAGS, prefix_config):
         "eval_accuracy": float(accuracy),
         "eval_loss": float(loss),
         "train_seconds": round(train_seconds, 1),
-        "resumed_after_epoch": resumed_from,
+        "resumed_from_step": resumed_from,
         "trainable_parameters": trainable,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
     }
     summary = [f"{results['eval_split']} accuracy: {accuracy:.4f}"]
     if FLAGS.export:
         export_dir = os.path.join(FLAGS.workdir, "export")
-        export_image_classifier(model, export_dir)
+        export_image_classifier(model, export_dir, writer=chief)
         results["export_dir"] = export_dir
     return results, summary

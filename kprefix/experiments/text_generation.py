@@ -16,8 +16,8 @@ from absl import app
 
 from kprefix import train
 from kprefix.data import nlg
-from kprefix.experiments.common import (compile_for_training, count_parameters,
-                                        strategy_and_backbone)
+from kprefix.experiments.common import (check_batching, compile_for_training,
+                                        count_parameters, strategy_and_backbone)
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
@@ -26,6 +26,7 @@ from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
 from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
 from kprefix.tasks.text_features import causal_lm_features, seq2seq_preprocessor
 from kprefix.tasks.tokenizers import load_tokenizer
+from kprefix.workdir import this_task, write_text
 
 TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
 
@@ -139,6 +140,7 @@ def run(FLAGS, prefix_config):
             f"--backbone={FLAGS.backbone!r} has max_sequence_length {limit}; shorten them.")
     tokenizer = load_tokenizer(FLAGS.backbone)
     make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
+    check_batching(FLAGS, strategy, steps)
     with strategy.scope():
         model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
         compile_for_training(
@@ -148,20 +150,24 @@ def run(FLAGS, prefix_config):
     trainable = count_parameters(model.trainable_weights)
     print(f"Backbone {FLAGS.backbone} (frozen), {trainable:,} trainable parameters, "
           f"{steps} steps/epoch.", flush=True)
+    chief = this_task().is_chief
     start = time.time()
-    history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir)
+    history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir,
+                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+                                      chief=chief)
     train_seconds = time.time() - start
 
     export_dir = os.path.join(FLAGS.workdir, "export")
     serve = export_text_generator(model, tokenizer, export_dir, FLAGS.source_length,
-                                  decode_settings(FLAGS, tokenizer), write=FLAGS.export)
+                                  decode_settings(FLAGS, tokenizer), write=FLAGS.export,
+                                  writer=chief)
     start = time.time()
     sources = nlg.evaluation_sources(eval_examples)
     predictions = generate_texts(serve, sources, FLAGS.eval_batch_size)
     decode_seconds = time.time() - start
     predictions_path = os.path.join(FLAGS.workdir, f"predictions_{eval_split}.txt")
-    with open(predictions_path, "w") as f:
-        f.writelines(p.replace("\n", " ") + "\n" for p in predictions)
+    if chief:
+        write_text(predictions_path, "".join(p.replace("\n", " ") + "\n" for p in predictions))
     scores = score(FLAGS, eval_examples, predictions, full_split=not FLAGS.max_eval_examples)
     results = {
         "eval_split": eval_split,
@@ -170,9 +176,9 @@ def run(FLAGS, prefix_config):
         "predictions": predictions_path,
         "train_seconds": round(train_seconds, 1),
         "decode_seconds": round(decode_seconds, 1),
-        "resumed_after_epoch": resumed_from,
+        "resumed_from_step": resumed_from,
         "trainable_parameters": trainable,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
     }
     if FLAGS.export:
         results["export_dir"] = export_dir
