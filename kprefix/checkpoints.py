@@ -41,7 +41,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from kprefix.workdir import write_bytes, write_json
+from kprefix.workdir import exists, write_bytes, write_json
 
 gfile = tf.io.gfile
 _NAME = re.compile(r"ckpt-(\d+)\.json")
@@ -134,7 +134,7 @@ class CheckpointStore:
             })
         except (OSError, tf.errors.OpError) as error:
             for leftover in (path, self._path(step, "json")):
-                if gfile.exists(leftover):
+                if exists(leftover):
                     gfile.remove(leftover)
             message = getattr(error, "message", None) or str(error)
             older = self.steps()
@@ -150,7 +150,7 @@ class CheckpointStore:
     def _prune(self):
         for step in self.steps()[:-self.keep]:
             for suffix in ("npz", "json"):
-                if gfile.exists(self._path(step, suffix)):
+                if exists(self._path(step, suffix)):
                     gfile.remove(self._path(step, suffix))
 
     def _read_verified(self, step):

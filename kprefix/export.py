@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kprefix.checkpoints import NonFiniteState
-from kprefix.workdir import partial_directory, recover_directory, replace_directory
+from kprefix.workdir import exists, partial_directory, recover_directory, replace_directory
 
 
 def write_atomically(save, directory, writer=True):
@@ -40,7 +40,7 @@ def write_atomically(save, directory, writer=True):
     try:
         save(partial)
     except BaseException:
-        if tf.io.gfile.exists(partial):
+        if exists(partial):
             tf.io.gfile.rmtree(partial)
         raise
     if writer:

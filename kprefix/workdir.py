@@ -106,7 +106,7 @@ def write_bytes(path, data):
             f.write(data)
         gfile.rename(temporary, path, overwrite=True)
     except BaseException:
-        if gfile.exists(temporary):
+        if exists(temporary):
             gfile.remove(temporary)
         raise
 
@@ -143,6 +143,28 @@ def _is_local(path):
     return "://" not in path
 
 
+def exists(path):
+    """Whether `path` itself exists (TF's `ram://` counts any name it prefixes)."""
+    parent, base = os.path.split(path.rstrip("/"))
+    return gfile.isdir(parent) and base in {name.rstrip("/") for name in gfile.listdir(parent)}
+
+
+def _move(source, destination):
+    """Renames a folder; where the filesystem cannot (`ram://`), copies it file by file."""
+    try:
+        gfile.rename(source, destination)
+        return
+    except tf.errors.OpError:
+        if exists(destination):
+            raise
+    for folder, _, files in gfile.walk(source):
+        target = destination + folder[len(source.rstrip("/")):]
+        gfile.makedirs(target)
+        for name in files:
+            gfile.copy(os.path.join(folder, name), os.path.join(target, name))
+    gfile.rmtree(source)
+
+
 def replace_directory(source, destination):
     """Moves the finished folder `source` to `destination`, replacing it.
 
@@ -150,17 +172,17 @@ def replace_directory(source, destination):
     so `destination` is always the old or the new folder. Elsewhere
     (`gs://`, which has no atomic folder rename) the old folder is first
     moved aside to `<destination>.old-*`; `recover_directory` puts it back
-    if a kill falls between the two renames.
+    if a kill falls between the two moves.
     """
-    if not gfile.exists(destination):
-        gfile.rename(source, destination)
+    if not exists(destination):
+        _move(source, destination)
         return
     if _is_local(destination) and _exchange_local(source, destination):
         gfile.rmtree(source)  # now holds the old content
         return
     aside = f"{destination}.old-{uuid.uuid4().hex[:8]}"
-    gfile.rename(destination, aside)
-    gfile.rename(source, destination)
+    _move(destination, aside)
+    _move(source, destination)
     gfile.rmtree(aside)
 
 
@@ -179,7 +201,7 @@ def recover_directory(destination):
         if name.startswith(base + ".partial-"):
             gfile.rmtree(path)
         elif name.startswith(base + ".old-"):
-            if gfile.exists(destination):
+            if exists(destination):
                 gfile.rmtree(path)
             else:
                 gfile.rename(path, destination)
@@ -229,9 +251,9 @@ class WorkdirLock:
     older than `stale_seconds` (any host, for shared filesystems).
 
     >>> with WorkdirLock("ram://doc/run") as lock:
-    ...     tf.io.gfile.exists("ram://doc/run/run.lock")
+    ...     exists("ram://doc/run/run.lock")
     True
-    >>> tf.io.gfile.exists("ram://doc/run/run.lock")
+    >>> exists("ram://doc/run/run.lock")
     False
     """
 
@@ -271,7 +293,7 @@ class WorkdirLock:
                 return self
             except FileExistsError:
                 pass
-        holder = self._read() if gfile.exists(self.path) else None
+        holder = self._read() if exists(self.path) else None
         if holder is not None and holder.get("token") != self.token and not self._stale(holder):
             raise WorkdirBusy(
                 f"{os.path.dirname(self.path)} is in use by a live run (host {holder.get('host')}, "
@@ -301,7 +323,7 @@ class WorkdirLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        holder = self._read() if gfile.exists(self.path) else None
+        holder = self._read() if exists(self.path) else None
         if holder is not None and holder.get("token") == self.token:
             gfile.remove(self.path)
 
@@ -337,7 +359,7 @@ def check_run_config(workdir, config, growable=("epochs",)):
     """
     path = os.path.join(workdir, "run_config.json")
     config = json.loads(json.dumps(config, default=str))  # compare as recorded
-    if not gfile.exists(path):
+    if not exists(path):
         write_json(path, config)
         return []
     recorded = read_json(path)
