@@ -243,8 +243,10 @@ def read_grid_results(runs) -> list[GridResult]:
         with open(run.results_path) as f:
             payload = json.load(f)
         own = dict(run.flags)
+        # A diverged run (`"status": "diverged"`) has no accuracy: it ranks last.
+        accuracy = payload.get("eval_accuracy")
         results.append(GridResult(float(own["learning_rate"]), float(own["weight_decay"]),
-                                  float(payload["eval_accuracy"])))
+                                  math.nan if accuracy is None else float(accuracy)))
     return results
 
 

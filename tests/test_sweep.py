@@ -147,3 +147,12 @@ def test_local_sweep_runs_each_run_once_and_restarts(tmp_path):
     assert log.read_text().splitlines()[len(calls):] == [calls[-1].replace("seed44", "seed82")]
     failing = _sweep(*common[:-3], "--learning_rates=50", "--weight_decays=0", "--seeds=42")
     assert failing.returncode == 1 and "Run failed" in failing.stderr and "diverged" in failing.stderr
+
+
+def test_a_diverged_grid_run_is_read_and_ranks_last(tmp_path):
+    runs = grid_runs(str(tmp_path), SPLIT_PLANS["vtab"], [50, 1], [0], seed=42)
+    os.makedirs(runs[0].workdir)
+    with open(os.path.join(runs[0].workdir, "results.json"), "w") as f:
+        json.dump({"status": "diverged", "error": "loss became nan"}, f)
+    _write_results(runs[1].workdir, 0.2)
+    assert select_best(read_grid_results(runs)).learning_rate == 1
