@@ -207,3 +207,18 @@ def test_keeping_the_remainder_counts_ceil_batches():
     np.testing.assert_allclose(last_weights[:real], 64 / real)
     assert not last_weights[real:].any()
     assert all(np.all(b[2].numpy() == 1.0) for b in batches[:-1])
+
+
+def test_nlg_flagfiles_set_the_reference_training_settings(monkeypatch):
+    import os
+
+    from kprefix.sweep import read_flag_args
+
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("e2e", "webnlg", "xsum", "e2e_no_share", "xsum_simple_share"):
+        values = read_flag_args([f"--flagfile=configs/nlg/{name}.cfg"])
+        assert (values["clip_norm"], values["warmup_steps"]) == ("1.0", "0"), name
+        assert values["prefix_mlp_init"] == "torch_linear", name
+        # GPT-2 in eval mode (use_dropout=no); BART in train mode with its dropout.
+        expected = "true" if name.startswith("xsum") else "false"
+        assert values["backbone_dropout"] == expected, name
