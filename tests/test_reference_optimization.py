@@ -222,3 +222,24 @@ def test_nlg_flagfiles_set_the_reference_training_settings(monkeypatch):
         # GPT-2 in eval mode (use_dropout=no); BART in train mode with its dropout.
         expected = "true" if name.startswith("xsum") else "false"
         assert values["backbone_dropout"] == expected, name
+
+
+def test_text_batches_keep_the_remainder_with_zero_weight_rows():
+    from types import SimpleNamespace
+
+    from kprefix.data.nlg_common import NLGExample
+    from kprefix.experiments.text_generation import _training_batches
+    from kprefix.tasks.tokenizers import load_tokenizer
+
+    examples = [NLGExample(source=f"name[A{i}]", targets=(f"A{i} is here.",)) for i in range(5)]
+    settings = SimpleNamespace(task="table_to_text", batch_size=2, source_length=8,
+                               target_length=8, seed=0, drop_remainder=False)
+    make_epoch, steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
+    batches = list(make_epoch(tf.constant(0, tf.int64)))
+    assert steps == len(batches) == 3
+    (x, labels, weights), (_, _, full_weights) = batches[-1], batches[0]
+    assert x["token_ids"].shape == labels.shape == weights.shape == (2, 16)
+    real_row, padded_row = weights.numpy()
+    np.testing.assert_allclose(real_row[real_row > 0], 2.0)  # target tokens of the one real row
+    assert not padded_row.any() and not x["padding_mask"].numpy()[1].any()
+    assert set(np.unique(full_weights.numpy())) <= {0.0, 1.0}
