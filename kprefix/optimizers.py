@@ -26,7 +26,7 @@ Example:
 >>> w = keras.Variable(np.array([1.0, -2.0], "float32"))
 >>> sgd = CoupledSGD(learning_rate=0.1, momentum=0.9, weight_decay=0.5)
 >>> sgd.apply([np.array([0.2, 0.2], "float32")], [w])
->>> np.round(np.asarray(w), 4).tolist()   # w - 0.1 * (g + 0.5 * w)
+>>> [round(float(v), 4) for v in np.asarray(w)]   # w - 0.1 * (g + 0.5 * w)
 [0.93, -1.92]
 """
 

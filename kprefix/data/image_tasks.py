@@ -9,7 +9,7 @@ Example:
 >>> from kprefix.data.image_tasks import load_image_task_data
 >>> data = load_image_task_data("digits", image_size=16, batch_size=32, seed=0)
 >>> data.num_classes, data.steps_per_epoch
-(10, 43)
+(10, 44)
 """
 
 import dataclasses
