@@ -22,7 +22,8 @@ import sys
 from absl import app, flags
 
 from kprefix import checkpoints, train, workdir
-from kprefix.prefix.config import ACTIVATIONS, INITIALIZERS, VARIANTS, PrefixConfig
+from kprefix.prefix.config import (ACTIVATIONS, DROPOUT_SITES, INITIALIZERS, MLP_INITIALIZERS,
+                                   VARIANTS, PrefixConfig)
 
 FLAGS = flags.FLAGS
 
@@ -51,6 +52,20 @@ flags.DEFINE_enum("prefix_value_activation", "sigmoid", ACTIVATIONS, "one_layer_
 flags.DEFINE_enum("prefix_init", "xavier_uniform", INITIALIZERS, "Prefix initializer.")
 flags.DEFINE_float("prefix_init_scale", 0.02, "Std of the 'normal' prefix initializer.")
 flags.DEFINE_float("prefix_dropout", 0.0, "Dropout on generated prefixes in training.")
+flags.DEFINE_enum("prefix_dropout_site", "output", DROPOUT_SITES,
+                  "Where prefix dropout acts: 'output' (on the key and value prefixes, one mask "
+                  "each) or 'prompt' (Simple-share: on the prompt before the LayerNorm, one mask "
+                  "for key and value, as the reference; other variants as 'output').")
+flags.DEFINE_enum("prefix_mlp_init", "glorot", MLP_INITIALIZERS,
+                  "Deep-share MLP initializer: 'glorot' (Keras Dense) or 'torch_linear' "
+                  "(PyTorch nn.Linear default: kernel and bias uniform +-1/sqrt(fan_in)).")
+flags.DEFINE_enum("head_init", "glorot", ["glorot", "kaiming_normal_fan_out"],
+                  "Classifier head initializer: 'glorot' or the reference's "
+                  "'kaiming_normal_fan_out' (normal, std sqrt(2/classes); bias -log(99)).")
+flags.DEFINE_bool("backbone_dropout", True,
+                  "Keep the frozen backbone's own dropout in training; false builds it with "
+                  "every dropout rate 0 (the reference's eval-mode GPT-2 and ViT). Prefix "
+                  "dropout is --prefix_dropout.")
 
 # Data.
 flags.DEFINE_string("dataset", "digits",
@@ -60,6 +75,13 @@ flags.DEFINE_string("train_split", None, "Training split (default per dataset fa
 flags.DEFINE_string("eval_split", None, "Evaluation split (default per dataset family).")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (local or gs://).")
 flags.DEFINE_string("manual_dir", None, "Folder of manually downloaded archives.")
+flags.DEFINE_bool("drop_remainder", True,
+                  "Drop the last partial training batch; false keeps it (PyTorch drop_last=False), "
+                  "padded to the batch size with zero-weight rows so shapes stay static.")
+flags.DEFINE_string("split_file", None,
+                    "FGVC: VPT's released split (a folder with train.json and val.json, each "
+                    "mapping image path to class) or one JSON file with 'train' and 'val' lists. "
+                    "Default: a fixed-seed 10% hold-out of the official train split.")
 flags.DEFINE_string("text_data_dir", None,
                     "Folder holding e2e/, webnlg2017/ and xsum/ (default: $KPREFIX_SHARED_DATA, "
                     "else ../shared/data).")
@@ -79,7 +101,16 @@ flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD+momentum (vision) or AdamW.")
 flags.DEFINE_float("learning_rate", 0.1,
                    "Base learning rate (SGD: scaled by batch_size/256).")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
+flags.DEFINE_float("weight_decay", 0.0, "Weight decay (see --weight_decay_mode).")
+flags.DEFINE_enum("weight_decay_mode", "decoupled", ["coupled", "decoupled"],
+                  "'decoupled': Keras's weight decay; 'coupled' (SGD): wd*w is added to the "
+                  "gradient before momentum, as torch.optim.SGD(weight_decay=wd).")
+flags.DEFINE_float("clip_norm", 0.0,
+                   "Clip all gradients together to this global norm (torch clip_grad_norm_); "
+                   "0: off.")
+flags.DEFINE_enum("schedule_unit", "step", ["step", "epoch"],
+                  "'step': the learning rate changes every step; 'epoch' (SGD): warm-up and "
+                  "cosine advance once per epoch, epoch 0 at rate 0, as the reference scheduler.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size, over all replicas.", lower_bound=1)
 flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
@@ -136,6 +167,8 @@ def prefix_config_from_flags():
             initializer=FLAGS.prefix_init,
             init_scale=FLAGS.prefix_init_scale,
             dropout=FLAGS.prefix_dropout,
+            mlp_init=FLAGS.prefix_mlp_init,
+            dropout_site=FLAGS.prefix_dropout_site,
         )
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None

@@ -12,6 +12,8 @@ Reads every `*.json` under `--results_dir` that a launch wrote (it has
   and the Natural / Specialized / Structured means (Table 5);
 * `fgvc.md|csv`: accuracy per FGVC dataset and their mean (Table 6);
 * `summary.md|csv`: FGVC mean and the three VTAB group means (Table 1);
+* `prefix_lengths.md`: the prefix length of each task and variant's final
+  runs (the sweep's choice when `--prefix_lengths` was swept);
 * `figure2.png`: per-dataset bars of the variants (FGVC datasets when
   there are FGVC results, otherwise every dataset found).
 
@@ -105,6 +107,29 @@ def collect(results) -> dict[Key, Cell]:
                str(run_flags["prefix_placement"]))
         by_key.setdefault(key, {})[int(run_flags["seed"])] = 100.0 * accuracy
     return {key: summarize(seeds.values()) for key, seeds in by_key.items()}
+
+
+def collect_prefix_lengths(results) -> dict[Key, list[int]]:
+    """The prefix lengths of the final runs per (dataset, variant, placement)."""
+    lengths: dict[Key, set[int]] = {}
+    for payload in results:
+        run_flags = payload["flags"]
+        if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
+            continue
+        key = (run_flags["dataset"], run_flags["prefix_variant"],
+               str(run_flags["prefix_placement"]))
+        if "prefix_length" in run_flags:
+            lengths.setdefault(key, set()).add(int(run_flags["prefix_length"]))
+    return {key: sorted(values) for key, values in lengths.items()}
+
+
+def prefix_lengths_markdown(lengths: Mapping[Key, list[int]]) -> str:
+    """One row per dataset and variant: the prefix length(s) its final runs used."""
+    lines = ["| dataset | variant | prefix length |", "|---|---|---|"]
+    for (dataset, variant, placement), values in sorted(lengths.items()):
+        lines.append(f"| {dataset} | {family_label(variant, placement)} | "
+                     f"{', '.join(str(v) for v in values)} |")
+    return "\n".join(lines) + "\n"
 
 
 def family_label(variant: str, placement: str) -> str:
@@ -245,7 +270,8 @@ def plot_figure2(cells, groups, path: str) -> None:
 
 def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
     """Writes the tables and Figure 2; returns {name: path} of what it wrote."""
-    cells = collect(find_results(results_dir))
+    results = find_results(results_dir)
+    cells = collect(results)
     if not cells:
         raise FileNotFoundError(
             f"No final results (results JSON with flags.eval_split='{FINAL_SPLIT}') under "
@@ -266,6 +292,9 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
         table.write_csv(os.path.join(output_dir, f"{name}.csv"))
         written[f"{name}.md"] = md_path
         written[f"{name}.csv"] = os.path.join(output_dir, f"{name}.csv")
+    written["prefix_lengths.md"] = os.path.join(output_dir, "prefix_lengths.md")
+    with open(written["prefix_lengths.md"], "w") as f:
+        f.write(prefix_lengths_markdown(collect_prefix_lengths(results)))
     written["figure2.png"] = os.path.join(output_dir, "figure2.png")
     plot_figure2(cells, groups, written["figure2.png"])
     return written

@@ -1,23 +1,29 @@
-"""Hyperparameter sweep: learning-rate x weight-decay grid, selection, seeds.
+"""Hyperparameter sweep: (prefix length x) learning-rate x weight-decay grid, selection, seeds.
 
 The paper's vision protocol (after VPT), for one task and one variant:
 
 1. *grid*: train every (learning rate, weight decay) pair on the tuning
    split and evaluate on the validation split (VTAB-1k: train800 -> val200;
-   FGVC: train -> val), with one seed (`--grid_seed`);
-2. *selection*: the pair with the highest validation accuracy wins; ties go
+   FGVC: train -> val), with one seed (`--grid_seed`); with
+   `--prefix_lengths=1,5,10,50,100,200` every length too, as VPT selects its
+   prompt length on validation data;
+2. *selection*: the point with the highest validation accuracy wins; ties go
    to the smaller learning rate, then to the larger weight decay (the more
-   conservative setting); a diverged run (NaN) counts as the worst;
+   conservative setting), then to the shorter prefix; a diverged run (NaN)
+   counts as the worst;
 3. *final*: retrain the winner with every seed of `--seeds` on the final
    split and test (VTAB-1k: train800val200 -> test; FGVC: train -> test, as
    VPT reports FGVC, the val hold-out staying out of training).
+
+The grid's weight decays are PyTorch's coupled ones, so every run gets
+`--weight_decay_mode=coupled` unless the launch flags set another mode.
 
 Every run is `python -m kprefix.launch` with the sweep's flagfile(s) plus
 the run's own flags, in its own workdir; a run whose `results.json` exists
 is skipped, so an interrupted sweep restarts where it stopped. Layout:
 
     <sweep_dir>/<family>-<task>/<variant>-<placement>/
-        grid/lr<lr>_wd<wd>/results.json
+        grid/[len<P>_]lr<lr>_wd<wd>/results.json
         selection.json
         final/seed<seed>/results.json
 
@@ -36,7 +42,7 @@ Example of the selection rule:
 >>> from kprefix.sweep import GridResult, select_best
 >>> select_best([GridResult(10.0, 1e-4, 0.71), GridResult(5.0, 0.0, 0.71),
 ...              GridResult(5.0, 1e-3, 0.71), GridResult(1.0, 0.0, 0.65)])
-GridResult(learning_rate=5.0, weight_decay=0.001, accuracy=0.71)
+GridResult(learning_rate=5.0, weight_decay=0.001, accuracy=0.71, prefix_length=None)
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ def define_flags():
     flags.DEFINE_list("learning_rates", list(DEFAULT_LEARNING_RATES),
                       "Grid of base learning rates (scaled by batch/256 in the launch).")
     flags.DEFINE_list("weight_decays", list(DEFAULT_WEIGHT_DECAYS), "Grid of weight decays.")
+    flags.DEFINE_list("prefix_lengths", [],
+                      "Grid of prefix lengths, e.g. 1,5,10,50,100,200 (empty: the flagfile's "
+                      "--prefix_length only).")
     flags.DEFINE_integer("grid_seed", 42, "Seed of the grid runs.")
     flags.DEFINE_list("seeds", list(DEFAULT_SEEDS), "Seeds of the final runs.")
     flags.DEFINE_enum("phase", "all", ["all", "grid", "final"],
@@ -101,11 +110,12 @@ SPLIT_PLANS = {
 
 @dataclasses.dataclass(frozen=True)
 class GridResult:
-    """Validation accuracy of one grid point."""
+    """Validation accuracy of one grid point (`prefix_length` None: the flagfile's)."""
 
     learning_rate: float
     weight_decay: float
     accuracy: float
+    prefix_length: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,27 +200,43 @@ def experiment_dir(sweep_dir: str, launch_values) -> str:
     return os.path.join(sweep_dir, dataset.replace("/", "-"), f"{variant}-{placement}")
 
 
-def grid_runs(exp_dir, plan: SplitPlan, learning_rates, weight_decays, seed) -> list[Run]:
-    """One run per (learning rate, weight decay), tuning split -> validation split."""
+def _length_flags(length):
+    return () if length is None else (("prefix_length", str(length)),)
+
+
+def grid_runs(exp_dir, plan: SplitPlan, learning_rates, weight_decays, seed,
+              prefix_lengths=(None,), weight_decay_mode="coupled") -> list[Run]:
+    """One run per (prefix length, learning rate, weight decay), tuning -> validation split.
+
+    A length of None keeps the launch flags' `--prefix_length` (and the
+    workdir has no `len<P>_` part).
+    """
     return [
         Run(
-            os.path.join(exp_dir, "grid", f"lr{_number(lr)}_wd{_number(wd)}"),
-            (("learning_rate", _number(lr)), ("weight_decay", _number(wd)), ("seed", str(seed)),
+            os.path.join(exp_dir, "grid", ("" if length is None else f"len{length}_")
+                         + f"lr{_number(lr)}_wd{_number(wd)}"),
+            (*_length_flags(length),
+             ("learning_rate", _number(lr)), ("weight_decay", _number(wd)),
+             ("weight_decay_mode", weight_decay_mode), ("seed", str(seed)),
              ("train_split", plan.grid_train), ("eval_split", plan.grid_eval),
              ("export", "false")),
         )
+        for length in prefix_lengths
         for lr in learning_rates
         for wd in weight_decays
     ]
 
 
-def final_runs(exp_dir, plan: SplitPlan, best: GridResult, seeds) -> list[Run]:
+def final_runs(exp_dir, plan: SplitPlan, best: GridResult, seeds,
+               weight_decay_mode="coupled") -> list[Run]:
     """One run per seed with the selected hyperparameters, final split -> test."""
     return [
         Run(
             os.path.join(exp_dir, "final", f"seed{seed}"),
-            (("learning_rate", _number(best.learning_rate)),
-             ("weight_decay", _number(best.weight_decay)), ("seed", str(seed)),
+            (*_length_flags(best.prefix_length),
+             ("learning_rate", _number(best.learning_rate)),
+             ("weight_decay", _number(best.weight_decay)),
+             ("weight_decay_mode", weight_decay_mode), ("seed", str(seed)),
              ("train_split", plan.final_train), ("eval_split", plan.final_eval)),
         )
         for seed in seeds
@@ -218,7 +244,7 @@ def final_runs(exp_dir, plan: SplitPlan, best: GridResult, seeds) -> list[Run]:
 
 
 def select_best(results) -> GridResult:
-    """Highest accuracy; ties: smaller learning rate, then larger weight decay."""
+    """Highest accuracy; ties: smaller learning rate, larger weight decay, shorter prefix."""
     if not results:
         raise SweepError("No grid results to select from.")
 
@@ -227,7 +253,8 @@ def select_best(results) -> GridResult:
 
     top = max(accuracy(r) for r in results)
     tied = [r for r in results if accuracy(r) >= top - TIE_TOLERANCE]
-    return min(tied, key=lambda r: (r.learning_rate, -r.weight_decay))
+    return min(tied, key=lambda r: (r.learning_rate, -r.weight_decay,
+                                     0 if r.prefix_length is None else r.prefix_length))
 
 
 def read_grid_results(runs) -> list[GridResult]:
@@ -245,21 +272,30 @@ def read_grid_results(runs) -> list[GridResult]:
         own = dict(run.flags)
         # A diverged run (`"status": "diverged"`) has no accuracy: it ranks last.
         accuracy = payload.get("eval_accuracy")
+        length = own.get("prefix_length")
         results.append(GridResult(float(own["learning_rate"]), float(own["weight_decay"]),
-                                  math.nan if accuracy is None else float(accuracy)))
+                                  math.nan if accuracy is None else float(accuracy),
+                                  None if length is None else int(length)))
     return results
 
 
-def write_selection(exp_dir, best: GridResult, results) -> str:
-    """Writes `selection.json` (the winner, the rule and the whole grid)."""
+def write_selection(exp_dir, best: GridResult, results, default_length=None) -> str:
+    """Writes `selection.json` (the winner, the rule and the whole grid).
+
+    `prefix_length` is the selected length, or `default_length` (the launch
+    flags' length) when lengths were not swept.
+    """
     path = os.path.join(exp_dir, "selection.json")
     os.makedirs(exp_dir, exist_ok=True)
     payload = {
         "learning_rate": best.learning_rate,
         "weight_decay": best.weight_decay,
+        "prefix_length": (best.prefix_length if best.prefix_length is not None
+                          else None if default_length is None else int(default_length)),
+        "prefix_length_swept": best.prefix_length is not None,
         "validation_accuracy": best.accuracy,
         "rule": "highest validation accuracy; ties: smaller learning rate, then larger "
-                "weight decay",
+                "weight decay, then shorter prefix",
         "grid": [dataclasses.asdict(r) for r in results],
     }
     with open(path, "w") as f:
@@ -301,7 +337,15 @@ def sweep(launch_args, sweep_args=()) -> None:
     learning_rates = parse_numbers(FLAGS.learning_rates, "learning_rates")
     weight_decays = parse_numbers(FLAGS.weight_decays, "weight_decays")
     seeds = [int(s) for s in parse_numbers(FLAGS.seeds, "seeds")]
-    grid = grid_runs(exp_dir, plan, learning_rates, weight_decays, FLAGS.grid_seed)
+    prefix_lengths = [None]
+    if FLAGS.prefix_lengths:
+        prefix_lengths = [int(p) for p in parse_numbers(FLAGS.prefix_lengths, "prefix_lengths")]
+        if min(prefix_lengths) < 1 or any(float(p) != int(float(p)) for p in FLAGS.prefix_lengths):
+            raise SweepError(f"--prefix_lengths={','.join(FLAGS.prefix_lengths)}: use positive "
+                             "integers, e.g. 1,5,10,50,100,200.")
+    mode = launch_values.get("weight_decay_mode", "coupled")
+    grid = grid_runs(exp_dir, plan, learning_rates, weight_decays, FLAGS.grid_seed,
+                     prefix_lengths, mode)
 
     if FLAGS.phase in ("all", "grid"):
         _execute(grid, launch_args, FLAGS.print_commands)
@@ -315,14 +359,16 @@ def sweep(launch_args, sweep_args=()) -> None:
         return
     results = read_grid_results(grid)
     best = select_best(results)
-    path = write_selection(exp_dir, best, results)
-    print(f"# Selected learning_rate={_number(best.learning_rate)} "
+    path = write_selection(exp_dir, best, results, launch_values.get("prefix_length"))
+    chosen_length = "" if best.prefix_length is None else f"prefix_length={best.prefix_length} "
+    print(f"# Selected {chosen_length}learning_rate={_number(best.learning_rate)} "
           f"weight_decay={_number(best.weight_decay)} "
           f"({plan.grid_eval} accuracy {best.accuracy:.4f}); written to {path}", flush=True)
-    _execute(final_runs(exp_dir, plan, best, seeds), launch_args, FLAGS.print_commands)
+    _execute(final_runs(exp_dir, plan, best, seeds, mode), launch_args, FLAGS.print_commands)
 
 
-_SWEEP_FLAG_NAMES = {"sweep_dir", "learning_rates", "weight_decays", "grid_seed", "seeds",
+_SWEEP_FLAG_NAMES = {"sweep_dir", "learning_rates", "weight_decays", "prefix_lengths",
+                     "grid_seed", "seeds",
                      "phase", "print_commands", "launcher", "help", "helpfull", "helpshort"}
 
 

@@ -89,20 +89,98 @@ class WarmupLinear(WarmupCosine):
         return keras.ops.where(step < self.warmup_steps, warmup, decay)
 
 
+SCHEDULE_UNITS = ("step", "epoch")
+
+
+@keras.saving.register_keras_serializable(package="kprefix")
+class PerEpoch(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule over epochs, held constant within each epoch.
+
+    `schedule` is evaluated at the index of the current epoch,
+    `floor(step / steps_per_epoch)`, as a PyTorch `LambdaLR` stepped once per
+    epoch: with a warm-up, epoch 0 runs at learning rate 0.
+
+    >>> per_epoch = PerEpoch(WarmupCosine(1.0, warmup_steps=2, total_steps=4), steps_per_epoch=3)
+    >>> [round(float(per_epoch(s)), 3) for s in range(0, 12, 3)]
+    [0.0, 0.5, 1.0, 0.5]
+    """
+
+    def __init__(self, schedule, steps_per_epoch):
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        self.schedule = schedule
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = keras.ops.floor_divide(keras.ops.cast(step, "int64"), self.steps_per_epoch)
+        return self.schedule(epoch)
+
+    def get_config(self):
+        return dict(schedule=keras.saving.serialize_keras_object(self.schedule),
+                    steps_per_epoch=self.steps_per_epoch)
+
+
+def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epochs,
+                  warmup_steps, schedule_unit="step"):
+    """The learning-rate schedule of optimizer `name`.
+
+    `sgd`: base rate scaled by `global_batch_size / 256`, linear warm-up then
+    cosine to 0; `adamw`: linear warm-up then linear decay. With
+    `schedule_unit="epoch"`, `warmup_steps` counts epochs and the rate changes
+    once per epoch (the reference vision scheduler); otherwise it changes
+    every step and `warmup_steps` counts steps.
+    """
+    if schedule_unit not in SCHEDULE_UNITS:
+        raise ValueError(f"Unknown --schedule_unit={schedule_unit!r}; choose one of "
+                         f"{', '.join(SCHEDULE_UNITS)}.")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    shape, base = ((WarmupCosine, learning_rate * global_batch_size / 256) if name == "sgd"
+                   else (WarmupLinear, learning_rate))
+    if schedule_unit == "epoch":
+        return PerEpoch(shape(base, warmup_steps, epochs), steps_per_epoch)
+    return shape(base, warmup_steps, steps_per_epoch * epochs)
+
+
 def make_optimizer(name, learning_rate, weight_decay, global_batch_size, total_steps,
-                   warmup_steps):
+                   warmup_steps, weight_decay_mode="decoupled", clip_norm=0.0,
+                   schedule=None):
     """The paper's optimizers.
 
     `sgd`: SGD with momentum 0.9, base learning rate scaled by
     `global_batch_size / 256`, linear warm-up then cosine decay (vision).
     `adamw`: AdamW with linear warm-up then linear decay (language).
-    Weight decay is Keras's decoupled form.
+    `weight_decay_mode="decoupled"` is Keras's weight decay;
+    `"coupled"` (SGD only) adds `weight_decay * w` to the gradient before
+    the momentum, as `torch.optim.SGD` (see `kprefix.optimizers`).
+    `clip_norm > 0` clips all gradients together by their global norm.
+    `schedule` replaces the default per-step schedule (see `make_schedule`).
     """
+    from kprefix import optimizers
+
+    if weight_decay_mode not in optimizers.WEIGHT_DECAY_MODES:
+        raise ValueError(f"Unknown --weight_decay_mode={weight_decay_mode!r}; choose one of "
+                         f"{', '.join(optimizers.WEIGHT_DECAY_MODES)}.")
+    if clip_norm < 0:
+        raise ValueError(f"--clip_norm={clip_norm}: use 0 (off) or a positive norm.")
+    if schedule is None:
+        schedule = make_schedule(name, learning_rate, global_batch_size, total_steps, 1,
+                                 warmup_steps)
     if name == "sgd":
-        schedule = WarmupCosine(learning_rate * global_batch_size / 256, warmup_steps, total_steps)
+        if weight_decay_mode == "coupled":
+            return optimizers.CoupledSGD(schedule, momentum=0.9, weight_decay=weight_decay,
+                                         clip_norm=clip_norm)
+        if clip_norm:
+            return optimizers.ClippedSGD(schedule, momentum=0.9,
+                                         weight_decay=weight_decay or None, clip_norm=clip_norm)
         return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay or None)
     if name == "adamw":
-        schedule = WarmupLinear(learning_rate, warmup_steps, total_steps)
+        if weight_decay_mode == "coupled":
+            raise ValueError("--weight_decay_mode=coupled is the SGD rule of torch.optim.SGD; "
+                             "AdamW's decay is decoupled: use --weight_decay_mode=decoupled.")
+        if clip_norm:
+            return optimizers.ClippedAdamW(schedule, weight_decay=weight_decay,
+                                           clip_norm=clip_norm)
         return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
     raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
 

@@ -178,6 +178,31 @@ def test_split_file_with_file_names_and_with_indices(mocked_tfds, tmp_path):
         assert len(_labels(fgvc.load_fgvc("fgvc/flowers", "trainval", **kwargs))) == 6
 
 
+def test_vpt_split_folder_through_the_training_pipeline(mocked_tfds, tmp_path):
+    """VPT's release: <dataset>/train.json, val.json, test.json, image path -> class."""
+    chosen_train, chosen_val = [3, 40, 41, 5_000], [7, 900]
+    folder = tmp_path / "CUB_200_2011"
+    folder.mkdir()
+    for split, chosen in (("train", chosen_train), ("val", chosen_val), ("test", [1])):
+        (folder / f"{split}.json").write_text(json.dumps(
+            {f"{i % 7:03d}.Some_Bird/{i:07d}.jpg": i % 200 + 1 for i in chosen}))
+    assert fgvc.read_split_file(str(folder))["val"] == [f"{i % 7:03d}.Some_Bird/{i:07d}.jpg"
+                                                        for i in chosen_val]
+    from kprefix.data.image_tasks import load_image_task_data
+
+    data = load_image_task_data("fgvc/cub", IMAGE_SIZE, batch_size=3, seed=0,
+                                train_split="val", eval_split="train", split_file=str(folder),
+                                drop_remainder=False)
+    assert data.steps_per_epoch == 1  # 2 examples, kept and padded to 3
+    (_, labels, weights), = list(data.make_epoch(tf.constant(0, tf.int64)))
+    assert sorted(labels.numpy()[:2].tolist()) == sorted(i % 200 for i in chosen_val)
+    np.testing.assert_allclose(weights, [1.5, 1.5, 0.0])
+    assert sorted(_labels(data.eval_dataset).tolist()) == sorted(i % 200 for i in chosen_train)
+    (folder / "val.json").unlink()
+    with pytest.raises(ValueError, match="no val.json"):
+        fgvc.read_split_file(str(folder))
+
+
 def test_split_file_naming_unknown_examples_fails(mocked_tfds, tmp_path):
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"train": ["no_such_image.jpg"], "val": [1]}))

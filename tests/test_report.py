@@ -13,11 +13,13 @@ NATURAL = {"cifar100": None, "caltech101": 0.90, "dtd": 0.65, "oxford_flowers102
 FGVC = {"cub": 0.90, "nabirds": 0.80, "flowers": 0.99, "dogs": 0.91, "cars": 0.85}
 
 
-def _result(root, dataset, variant, placement, seed, accuracy, eval_split="test"):
+def _result(root, dataset, variant, placement, seed, accuracy, eval_split="test",
+            prefix_length=10):
     folder = root / dataset.replace("/", "-") / f"{variant}-{placement}" / f"seed{seed}-{eval_split}"
     folder.mkdir(parents=True)
     flags = {"dataset": dataset, "prefix_variant": variant, "prefix_placement": placement,
-             "seed": seed, "eval_split": eval_split, "learning_rate": 1.0}
+             "seed": seed, "eval_split": eval_split, "learning_rate": 1.0,
+             "prefix_length": prefix_length}
     (folder / "results.json").write_text(json.dumps(
         {"eval_accuracy": accuracy, "eval_split": eval_split, "flags": flags}))
 
@@ -32,7 +34,7 @@ def results_dir(tmp_path):
             _result(root, f"vtab/{task}", "deep_share", "deep", 42, accuracy)
     _result(root, "vtab/cifar100", "deep_share", "deep", 100, 0.99, eval_split="val200")
     _result(root, "vtab/cifar100", "no_share", "deep", 42, 0.40)
-    _result(root, "vtab/cifar100", "no_share", "shallow", 42, 0.30)
+    _result(root, "vtab/cifar100", "no_share", "shallow", 42, 0.30, prefix_length=50)
     for dataset, accuracy in FGVC.items():
         _result(root, f"fgvc/{dataset}", "simple_share", "deep", 42, accuracy)
     _result(root, "fgvc/cub", "deep_share", "deep", 42, 0.88)
@@ -54,7 +56,8 @@ def test_tables_with_group_means_in_markdown_and_csv(results_dir, tmp_path):
     out = tmp_path / "report"
     written = write_report(str(results_dir), str(out))
     assert set(written) == {"vtab.md", "vtab.csv", "fgvc.md", "fgvc.csv", "summary.md",
-                            "summary.csv", "figure2.png"}
+                            "summary.csv", "figure2.png", "prefix_lengths.md"}
+    assert "| vtab/cifar100 | No-share SHALLOW | 50 |" in (out / "prefix_lengths.md").read_text()
     vtab_lines = (out / "vtab.md").read_text().splitlines()
     assert vtab_lines[0].startswith("| Variant | cifar100 | caltech101 | dtd |")
     assert "Natural mean" in vtab_lines[0] and "Structured mean" in vtab_lines[0]

@@ -87,7 +87,8 @@ def test_print_commands_skips_finished_runs_then_prints_the_seed_phase(tmp_path)
     assert len(commands) == 3  # 2 x 2 grid, one finished
     assert commands[0] == (
         "python -m kprefix.launch --flagfile=configs/vtab/deep_cifar100.cfg "
-        "--prefix_variant=no_share --learning_rate=10 --weight_decay=0.001 --seed=42 "
+        "--prefix_variant=no_share --learning_rate=10 --weight_decay=0.001 "
+        "--weight_decay_mode=coupled --seed=42 "
         "--train_split=train800 --eval_split=val200 --export=false "
         f"--workdir={grid / 'lr10_wd0.001'}")
     assert not any("lr10_wd0 " in c or c.endswith("lr10_wd0") for c in commands)
@@ -100,11 +101,39 @@ def test_print_commands_skips_finished_runs_then_prints_the_seed_phase(tmp_path)
     assert final.returncode == 0, final.stderr
     commands = [line for line in final.stdout.splitlines() if not line.startswith("#")]
     assert [c.split("--seed=")[1].split()[0] for c in commands] == ["42", "82", "100", "800"]
-    assert all("--learning_rate=2.5 --weight_decay=0.001" in c for c in commands)
+    assert all("--learning_rate=2.5 --weight_decay=0.001 --weight_decay_mode=coupled" in c
+               for c in commands)
     assert all("--train_split=train800val200 --eval_split=test" in c for c in commands)
     selection = json.loads((grid.parent / "selection.json").read_text())
     assert (selection["learning_rate"], selection["weight_decay"]) == (2.5, 0.001)
     assert len(selection["grid"]) == 4
+    # Not swept: the flagfile's length is recorded.
+    assert (selection["prefix_length"], selection["prefix_length_swept"]) == (10, False)
+
+
+def test_prefix_lengths_join_the_grid_and_the_selection(tmp_path):
+    fake = tmp_path / "fake_launch.py"
+    fake.write_text(FAKE_LAUNCH.replace(
+        "accuracy = ", "accuracy = -abs(int(args['prefix_length']) - 50) / 1000 + "))
+    os.environ["FAKE_LAUNCH_LOG"] = str(tmp_path / "calls.txt")
+    result = _sweep(f"--launcher=python {fake}", f"--sweep_dir={tmp_path / 'sw'}", FLAGFILE,
+                    "--prefix_lengths=1,5,10,50,100,200", "--learning_rates=5,2",
+                    "--weight_decays=0", "--seeds=42")
+    assert result.returncode == 0, result.stderr
+    exp = tmp_path / "sw" / "vtab-cifar100" / "deep_share-deep"
+    assert len(list((exp / "grid").iterdir())) == 6 * 2
+    assert (exp / "grid" / "len200_lr5_wd0" / "results.json").exists()
+    selection = json.loads((exp / "selection.json").read_text())
+    assert (selection["prefix_length"], selection["learning_rate"]) == (50, 2.0)
+    assert selection["prefix_length_swept"] and len(selection["grid"]) == 12
+    final = json.loads((exp / "final" / "seed42" / "results.json").read_text())
+    assert final["flags"]["prefix_length"] == "50"
+    assert "prefix_length=50" in result.stdout
+
+
+def test_ties_between_lengths_go_to_the_shorter_prefix():
+    tied = [GridResult(1, 0, 0.8, 100), GridResult(1, 0, 0.8, 10), GridResult(1, 0, 0.7, 5)]
+    assert select_best(tied).prefix_length == 10
 
 
 def test_fgvc_grid_uses_train_and_val_and_final_uses_train_and_test(tmp_path):

@@ -21,6 +21,14 @@ FGVC_TOKENS = {"deep": {"cub": 20, "nabirds": 100, "flowers": 10, "dogs": 200, "
                "shallow": {"cub": 200, "nabirds": 100, "flowers": 200, "dogs": 200, "cars": 200}}
 
 
+# The reference's training settings (docs/reference.md, "Training and vision").
+REFERENCE_SETTINGS = {
+    "weight_decay_mode": "coupled", "drop_remainder": "false", "schedule_unit": "epoch",
+    "backbone_dropout": "false", "prefix_mlp_init": "torch_linear",
+    "prefix_dropout_site": "prompt", "head_init": "kaiming_normal_fan_out",
+}
+
+
 def _task_files(family):
     return sorted(glob.glob(os.path.join(ROOT, "configs", family, "*_*.cfg")))
 
@@ -36,14 +44,22 @@ def test_one_task_file_per_task_and_placement_with_paper_settings(family, monkey
         assert values["prefix_placement"] == placement, path
         assert float(values["prefix_dropout"]) == (0.1 if placement == "deep" else 0.0), path
         with open(path) as f:
-            tokens = int(re.search(r"# tokens: (\d+)", f.read()).group(1))
-        assert int(values["prefix_length"]) == tokens // 2, path
+            text = f.read()
+        length = int(values["prefix_length"])
         if family == "fgvc":
+            source = re.search(r"# prefix length (\d+): from Minhchuyentoancbn/ReparamPrefix "
+                               r"CV/scripts/\S+ .*\(NUM_TOKENS (\d+), P = T/2", text)
+            assert source and int(source.group(1)) == length, path
+            tokens = int(source.group(2))
             assert tokens == FGVC_TOKENS[placement][values["dataset"].split("/")[1]], path
+            assert length == tokens // 2, path
+        else:
+            assert re.search(rf"# prefix length {length}: selected by sweep", text), path
         assert values["batch_size"] == ("128" if family == "vtab" else "64")
         assert (values["epochs"], values["warmup_epochs"], values["optimizer"]) == ("100", "10", "sgd")
         assert values["backbone"] == "vit_base_patch16_224_imagenet21k"
         assert (values["prefix_mlp_hidden"], values["prefix_init"]) == ("48", "xavier_uniform")
+        assert {name: values[name] for name in REFERENCE_SETTINGS} == REFERENCE_SETTINGS, path
         seen.add((values["dataset"], placement))
     assert seen == {(task, p) for task in FAMILIES[family] for p in ("deep", "shallow")}
 
@@ -59,13 +75,15 @@ def test_every_flagfile_loads_with_the_launch_flags():
         for path in sys.argv[1:]:
             flags.FLAGS.unparse_flags()
             flags.FLAGS(["launch", "--flagfile=" + path])
-            print(path, flags.FLAGS.dataset, flags.FLAGS.prefix_length, flags.FLAGS.batch_size)
+            print(path, flags.FLAGS.dataset, flags.FLAGS.prefix_length, flags.FLAGS.batch_size,
+                  flags.FLAGS.weight_decay_mode, flags.FLAGS.drop_remainder,
+                  flags.FLAGS.schedule_unit, flags.FLAGS.backbone_dropout)
     """)
     result = subprocess.run([sys.executable, "-c", script, *files], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(result.stdout.splitlines()) == len(files)
-    assert "configs/vtab/deep_svhn.cfg vtab/svhn 50 128" in result.stdout
+    assert "configs/vtab/deep_svhn.cfg vtab/svhn 50 128 coupled False epoch False" in result.stdout
 
 
 WRAPPER = """

@@ -14,6 +14,7 @@ Example:
 4
 """
 
+import json
 import os
 
 import keras_hub
@@ -55,24 +56,54 @@ FAMILIES = {
 }
 
 
-def build_backbone(name, dtype=None, seed=0):
-    """Builds (or loads) the backbone called `name`; see the module doc."""
+# The constructor arguments that set each family's dropout rates.
+DROPOUT_ARGUMENTS = {
+    keras_hub.models.ViTBackbone: ("dropout_rate", "attention_dropout"),
+    keras_hub.models.GPT2Backbone: ("dropout",),
+    keras_hub.models.BartBackbone: ("dropout",),
+}
+
+
+def _without_dropout(cls, dropout):
+    """Constructor overrides that turn `cls`'s dropout off (none if `dropout`)."""
+    return {} if dropout else {argument: 0.0 for argument in DROPOUT_ARGUMENTS[cls]}
+
+
+def _preset_class(preset_dir):
+    with open(os.path.join(preset_dir, "config.json")) as f:
+        class_name = json.load(f).get("class_name", "")
+    for cls in FAMILIES:
+        if cls.__name__ == class_name:
+            return cls
+    raise ValueError(f"--backbone={preset_dir!r} holds a {class_name or 'unknown'} preset; "
+                     f"kprefix knows {', '.join(c.__name__ for c in FAMILIES)}.")
+
+
+def build_backbone(name, dtype=None, seed=0, dropout=True):
+    """Builds (or loads) the backbone called `name`; see the module doc.
+
+    `dropout=False` builds it with every dropout rate at 0, so the frozen
+    backbone computes the same in training as in inference (the reference
+    runs GPT-2 and ViT in eval mode); prefix dropout is separate.
+    """
     if name in BUILT_IN:
         cls, kwargs = BUILT_IN[name]
         import keras
 
         keras.utils.set_random_seed(seed)
-        return cls(**kwargs, dtype=dtype)
+        return cls(**kwargs, **_without_dropout(cls, dropout), dtype=dtype)
     if os.path.isdir(name):
         if not os.path.exists(os.path.join(name, "config.json")):
             raise ValueError(
                 f"--backbone={name!r} is a directory but not a keras-hub preset "
                 "(no config.json). Save one with `backbone.save_to_preset(dir)`."
             )
-        return keras_hub.models.Backbone.from_preset(name, dtype=dtype)
-    known = {p for cls in FAMILIES for p in cls.presets}
-    if name in known:
-        return keras_hub.models.Backbone.from_preset(name, dtype=dtype)
+        overrides = _without_dropout(_preset_class(name), dropout)
+        return keras_hub.models.Backbone.from_preset(name, dtype=dtype, **overrides)
+    for cls in FAMILIES:
+        if name in cls.presets:
+            return keras_hub.models.Backbone.from_preset(name, dtype=dtype,
+                                                         **_without_dropout(cls, dropout))
     raise ValueError(
         f"Unknown --backbone={name!r}. Use a built-in config "
         f"({', '.join(BUILT_IN)}), a keras-hub preset of ViT, GPT-2 or BART "

@@ -27,13 +27,17 @@ and, with the dataset prepared in ``data_dir``::
                         data_dir="gs://my-bucket/tfds")
     images, labels = next(iter(ds))  # float32 [64, 224, 224, 3], int32 [64]
 
-A split file is JSON with "train" and "val" entries, each a list of example
-file names (matched on the name without folder and extension) or of indices
-into the official train split; a mapping from file name to class (the VPT
-annotation files) works too::
+A split file is VPT's released split folder (`train.json`, `val.json`,
+`test.json`, each mapping an image path to its class), or one JSON file with
+"train" and "val" entries, each a list of example file names or of indices
+into the official train split, or a mapping like VPT's. File names are
+matched on the name without folder and extension::
 
     {"train": ["001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg", ...],
      "val": [...]}
+
+Without a split file, `val` is a fixed-seed 10% hold-out: a deviation from
+VPT, whose released validation splits are not part of any TFDS dataset.
 """
 
 from __future__ import annotations
@@ -216,9 +220,25 @@ Identifier = int | str
 
 
 def read_split_file(path: str) -> dict[str, list[Identifier]]:
-    """Reads a JSON split file (local or gs://) into {"train": [...], "val": [...]}."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        content = json.load(f)
+    """Reads a split (local or gs://) into {"train": [...], "val": [...]}.
+
+    `path` is either VPT's released split folder, holding `train.json` and
+    `val.json` (each a mapping from image path to class, as VPT's
+    `JSONDataset` reads them), or one JSON file with "train" and "val"
+    entries (lists of file names or indices, or mappings like VPT's).
+    """
+    if tf.io.gfile.isdir(path):
+        content = {}
+        for split in ("train", "val"):
+            file = f"{path.rstrip('/')}/{split}.json"
+            if not tf.io.gfile.exists(file):
+                raise ValueError(f"Split folder {path} has no {split}.json; VPT's split folders "
+                                 "hold train.json, val.json and test.json.")
+            with tf.io.gfile.GFile(file, "r") as f:
+                content[split] = json.load(f)
+    else:
+        with tf.io.gfile.GFile(path, "r") as f:
+            content = json.load(f)
     splits = {}
     for split in ("train", "val"):
         if split not in content:

@@ -9,7 +9,7 @@ Example:
 >>> from kprefix.data.image_tasks import load_image_task_data
 >>> data = load_image_task_data("digits", image_size=16, batch_size=32, seed=0)
 >>> data.num_classes, data.steps_per_epoch
-(10, 43)
+(10, 44)
 """
 
 import dataclasses
@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kprefix.data import image_task_num_classes, load_image_task
+from kprefix.data.batching import num_batches, pad_to_full_batch
 
 DEFAULT_SPLITS = {
     "digits": ("train", "test"),
@@ -31,9 +32,13 @@ DEFAULT_SPLITS = {
 class ImageTaskData:
     """Batched `(images float32 [B,H,W,3], labels int32 [B])` pipelines.
 
+    Without `drop_remainder`, training batches also carry sample weights
+    `float32 [B]` and the last one is padded to `B` rows (see
+    `kprefix.data.batching`).
+
     Attributes:
         num_classes: number of classes.
-        steps_per_epoch: full training batches per epoch.
+        steps_per_epoch: training batches per epoch.
         make_epoch: `epoch (int64 tensor) -> dataset` of one training epoch.
         eval_dataset: the evaluation split, every example, in order.
     """
@@ -45,8 +50,13 @@ class ImageTaskData:
 
 
 def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
-                         eval_split=None, data_dir=None, manual_dir=None):
-    """Training and evaluation pipelines of task `name` (see module doc)."""
+                         eval_split=None, data_dir=None, manual_dir=None,
+                         drop_remainder=True, split_file=None):
+    """Training and evaluation pipelines of task `name` (see module doc).
+
+    `drop_remainder=False` keeps the last partial training batch, padded
+    with zero-weight rows; `split_file` chooses FGVC's train/val examples.
+    """
     family = name.split("/")[0]
     if family not in DEFAULT_SPLITS or (family == "digits") != (name == "digits"):
         raise ValueError(
@@ -54,11 +64,18 @@ def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
         )
     default_train, default_eval = DEFAULT_SPLITS[family]
     train_split, eval_split = train_split or default_train, eval_split or default_eval
+    if split_file is not None and family != "fgvc":
+        raise ValueError("--split_file applies to FGVC datasets only.")
     if name == "digits":
-        return _digits(image_size, batch_size, seed, train_split, eval_split)
+        return _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainder)
     common = dict(image_size=image_size, batch_size=batch_size, data_dir=data_dir,
                   manual_dir=manual_dir)
-    train = load_image_task(name, train_split, seed=seed, training=True, **common)
+    if split_file is not None:
+        common["split_file"] = split_file
+    train = load_image_task(name, train_split, seed=seed, training=True,
+                            drop_remainder=drop_remainder, **common)
+    if not drop_remainder:
+        train = train.map(pad_to_full_batch(batch_size))
     evaluation = load_image_task(name, eval_split, seed=seed, training=False, **common)
     # The training pipeline reshuffles and re-augments on every pass.
     return ImageTaskData(image_task_num_classes(name), int(train.cardinality()),
@@ -84,7 +101,7 @@ def digits_arrays(image_size, seed=0, test_fraction=0.2):
     return (images[train], labels[train]), (images[test], labels[test])
 
 
-def _digits(image_size, batch_size, seed, train_split, eval_split):
+def _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainder=True):
     if (train_split, eval_split) != ("train", "test"):
         raise ValueError("The digits task has splits 'train' and 'test' only.")
     (train_x, train_y), (test_x, test_y) = digits_arrays(image_size)
@@ -95,11 +112,13 @@ def _digits(image_size, batch_size, seed, train_split, eval_split):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(len(train_y)), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
         )
-        return (
+        batches = (
             tf.data.Dataset.from_tensor_slices(order)
-            .batch(batch_size, drop_remainder=True)
+            .batch(batch_size, drop_remainder=drop_remainder)
             .map(lambda batch: (tf.gather(images, batch), tf.gather(labels, batch)))
         )
+        return batches if drop_remainder else batches.map(pad_to_full_batch(batch_size))
 
     evaluation = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch_size)
-    return ImageTaskData(10, len(train_y) // batch_size, make_epoch, evaluation)
+    return ImageTaskData(10, num_batches(len(train_y), batch_size, drop_remainder), make_epoch,
+                         evaluation)

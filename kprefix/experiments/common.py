@@ -12,7 +12,8 @@ def strategy_and_backbone(FLAGS):
     train.set_precision(FLAGS.precision)
     with strategy.scope():
         try:
-            backbone = build_backbone(FLAGS.backbone, seed=FLAGS.seed)
+            backbone = build_backbone(FLAGS.backbone, seed=FLAGS.seed,
+                                      dropout=FLAGS.backbone_dropout)
         except ValueError as error:
             raise app.UsageError(str(error)) from None
     return strategy, backbone
@@ -31,16 +32,30 @@ def check_batching(FLAGS, strategy, steps_per_epoch):
             f"replicas of --strategy={FLAGS.strategy}; use a multiple of {replicas}.")
 
 
-def compile_for_training(model, FLAGS, steps_per_epoch, warmup_steps, **metrics):
+def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=(),
+                         **metrics):
     """Compiles `model` with the flags' optimizer and schedule and a
-    sparse cross-entropy on logits; `metrics` go to `model.compile`."""
+    sparse cross-entropy on logits; `metrics` go to `model.compile`.
+
+    `warmup` counts steps, or epochs with `--schedule_unit=epoch`;
+    `no_weight_decay` lists variables kept out of the weight decay.
+    """
     import keras
 
-    model.compile(
-        optimizer=train.make_optimizer(
+    try:
+        schedule = train.make_schedule(
+            FLAGS.optimizer, FLAGS.learning_rate, FLAGS.batch_size, steps_per_epoch,
+            FLAGS.epochs, warmup, FLAGS.schedule_unit)
+        optimizer = train.make_optimizer(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
-            steps_per_epoch * FLAGS.epochs, warmup_steps,
-        ),
+            steps_per_epoch * FLAGS.epochs, warmup, FLAGS.weight_decay_mode, FLAGS.clip_norm,
+            schedule=schedule)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if no_weight_decay and FLAGS.weight_decay:
+        optimizer.exclude_from_weight_decay(var_list=list(no_weight_decay))
+    model.compile(
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=FLAGS.jit_compile,
         **metrics,

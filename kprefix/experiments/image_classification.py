@@ -26,6 +26,7 @@ def run(FLAGS, prefix_config):
         data = load_image_task_data(
             FLAGS.dataset, image_size, FLAGS.batch_size, FLAGS.seed,
             FLAGS.train_split, FLAGS.eval_split, FLAGS.tfds_data_dir, FLAGS.manual_dir,
+            drop_remainder=FLAGS.drop_remainder, split_file=FLAGS.split_file,
         )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {error}") from None
@@ -33,10 +34,16 @@ def run(FLAGS, prefix_config):
 
     with strategy.scope():
         model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
-                                      seed=FLAGS.seed, name="classifier")
+                                      seed=FLAGS.seed, head_init=FLAGS.head_init,
+                                      name="classifier")
+        warmup = FLAGS.warmup_epochs * (1 if FLAGS.schedule_unit == "epoch"
+                                        else data.steps_per_epoch)
+        # torch.optim.SGD as the reference calls it leaves the head bias undecayed.
+        coupled = FLAGS.weight_decay_mode == "coupled"
         compile_for_training(
-            model, FLAGS, data.steps_per_epoch, data.steps_per_epoch * FLAGS.warmup_epochs,
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            model, FLAGS, data.steps_per_epoch, warmup,
+            no_weight_decay=[model.head.bias] if coupled else (),
+            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
     trainable = count_parameters(model.trainable_weights)
     print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "

@@ -16,6 +16,7 @@ from absl import app
 
 from kprefix import train
 from kprefix.data import nlg
+from kprefix.data.batching import num_batches, pad_to_full_batch
 from kprefix.experiments.common import (check_batching, compile_for_training,
                                         count_parameters, strategy_and_backbone)
 from kprefix.export import export_text_generator
@@ -66,7 +67,7 @@ def _load(FLAGS, split, limit):
 def _training_batches(FLAGS, tokenizer, examples):
     sources, targets = zip(*nlg.training_pairs(examples))
     sources, targets = tf.constant(sources), tf.constant(targets)
-    steps = len(sources) // FLAGS.batch_size
+    steps = num_batches(len(sources), FLAGS.batch_size, FLAGS.drop_remainder)
     if steps == 0:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size} exceeds the {len(sources)} "
                              "training pairs.")
@@ -84,10 +85,14 @@ def _training_batches(FLAGS, tokenizer, examples):
         # The order is a function of (seed, epoch) only, so resuming is exact.
         order = tf.random.experimental.stateless_shuffle(
             tf.range(len(sources)), seed=tf.stack([tf.cast(FLAGS.seed, tf.int64), epoch]))
-        return (tf.data.Dataset.from_tensor_slices(order)
-                .batch(FLAGS.batch_size, drop_remainder=True)
-                .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
-                     num_parallel_calls=tf.data.AUTOTUNE))
+        batches = (tf.data.Dataset.from_tensor_slices(order)
+                   .batch(FLAGS.batch_size, drop_remainder=FLAGS.drop_remainder)
+                   .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
+                        num_parallel_calls=tf.data.AUTOTUNE))
+        if FLAGS.drop_remainder:
+            return batches
+        # The last partial batch is padded with zero-weight rows (static shapes).
+        return batches.map(pad_to_full_batch(FLAGS.batch_size))
     return make_epoch, steps
 
 
@@ -139,6 +144,9 @@ def run(FLAGS, prefix_config):
             f"--source_length/--target_length/--max_new_tokens need {needed} positions but "
             f"--backbone={FLAGS.backbone!r} has max_sequence_length {limit}; shorten them.")
     tokenizer = load_tokenizer(FLAGS.backbone)
+    if FLAGS.schedule_unit != "step":
+        raise app.UsageError("--schedule_unit=epoch is the vision scheduler; text runs step "
+                             "their schedule every step (--schedule_unit=step).")
     make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
     check_batching(FLAGS, strategy, steps)
     with strategy.scope():

@@ -21,6 +21,8 @@ VARIANTS = (
 PLACEMENTS = ("shallow", "deep")
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "linear")
 INITIALIZERS = ("xavier_uniform", "normal", "zeros")
+MLP_INITIALIZERS = ("glorot", "torch_linear")
+DROPOUT_SITES = ("output", "prompt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,15 @@ class PrefixConfig:
         initializer: initializer of the learned prefix parameters.
         init_scale: standard deviation for `normal`; ignored otherwise.
         dropout: dropout applied to the generated prefixes in training.
+        mlp_init: initializer of the Deep-share MLP's linear maps: `glorot`
+            (Keras's Dense: Glorot-uniform kernel, zero bias) or
+            `torch_linear` (PyTorch's `nn.Linear` default: kernel and bias
+            uniform in +-1/sqrt(fan_in)).
+        dropout_site: where prefix dropout acts: `output` (on the generated
+            key and value prefixes, one mask each) or `prompt` (Simple-share
+            drops its prompt before the LayerNorm, one mask for key and
+            value, as the reference; the other variants have no prompt
+            ahead of a frozen map and drop their outputs as with `output`).
     """
 
     variant: str = "deep_share"
@@ -63,6 +74,8 @@ class PrefixConfig:
     initializer: str = "xavier_uniform"
     init_scale: float = 0.02
     dropout: float = 0.0
+    mlp_init: str = "glorot"
+    dropout_site: str = "output"
 
     def __post_init__(self):
         if not isinstance(self.placement, str):
@@ -91,6 +104,8 @@ class PrefixConfig:
         for name in ("mlp_activation", "key_activation", "value_activation"):
             _check_choice(name, getattr(self, name), ACTIVATIONS)
         _check_choice("initializer", self.initializer, INITIALIZERS)
+        _check_choice("mlp_init", self.mlp_init, MLP_INITIALIZERS)
+        _check_choice("dropout_site", self.dropout_site, DROPOUT_SITES)
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"prefix dropout must be in [0, 1); got {self.dropout}.")
 

@@ -44,6 +44,27 @@ def make_initializer(name, fan_in, fan_out, scale=0.02, seed=None):
     raise ValueError(f"Unknown prefix initializer {name!r}.")
 
 
+def linear_initializers(mlp_init, fan_in, seed=None):
+    """`(kernel, bias)` initializers of a Deep-share linear map.
+
+    `glorot`: Keras's Dense defaults (Glorot-uniform kernel, zero bias).
+    `torch_linear`: PyTorch's `nn.Linear` default, kernel and bias uniform in
+    +-1/sqrt(fan_in) (kaiming-uniform with a=sqrt(5) gives that bound).
+
+    >>> kernel, bias = linear_initializers("torch_linear", fan_in=4, seed=0)
+    >>> float(abs(kernel((4, 3))).numpy().max()) <= 0.5
+    True
+    """
+    if mlp_init == "glorot":
+        return "glorot_uniform", "zeros"  # Dense's defaults, drawn as before
+    if mlp_init == "torch_linear":
+        bound = 1.0 / math.sqrt(fan_in)
+        return (keras.initializers.RandomUniform(-bound, bound, seed=seed),
+                keras.initializers.RandomUniform(-bound, bound,
+                                                 seed=None if seed is None else seed + 1))
+    raise ValueError(f"Unknown prefix MLP initializer {mlp_init!r}; use glorot or torch_linear.")
+
+
 class PrefixGenerator(keras.layers.Layer):
     """Base class: shapes, prefix dropout and the `prefixes` entry point.
 
@@ -142,7 +163,8 @@ class DeepShareTrunk(keras.layers.Layer):
     """
 
     def __init__(self, length, embedding_dim, mlp_hidden, activation="tanh",
-                 initializer="xavier_uniform", init_scale=0.02, seed=None, **kwargs):
+                 initializer="xavier_uniform", init_scale=0.02, seed=None, mlp_init="glorot",
+                 **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.length = int(length)
@@ -156,8 +178,11 @@ class DeepShareTrunk(keras.layers.Layer):
             ),
             name="embedding",
         )
+        kernel_init, bias_init = linear_initializers(
+            mlp_init, self.embedding_dim, None if seed is None else seed + 2)
         self.hidden = keras.layers.Dense(
-            self.mlp_hidden, activation=activation, dtype="float32", name="hidden"
+            self.mlp_hidden, activation=activation, dtype="float32", name="hidden",
+            kernel_initializer=kernel_init, bias_initializer=bias_init,
         )
         with keras.name_scope(self.name):
             self.hidden.build((self.length, self.embedding_dim))
@@ -180,19 +205,24 @@ class DeepSharePrefix(PrefixGenerator):
 
     def __init__(self, length, num_heads, key_dim, value_dim, embedding_dim=None,
                  mlp_hidden=48, mlp_activation="tanh", trunk=None,
-                 initializer="xavier_uniform", init_scale=0.02, seed=None, **kwargs):
+                 initializer="xavier_uniform", init_scale=0.02, seed=None, mlp_init="glorot",
+                 **kwargs):
         super().__init__(length, num_heads, key_dim, value_dim, **kwargs)
         if trunk is None:
             trunk = DeepShareTrunk(
                 length, embedding_dim or num_heads * key_dim, mlp_hidden,
-                mlp_activation, initializer, init_scale, seed, name="trunk",
+                mlp_activation, initializer, init_scale, seed, mlp_init=mlp_init, name="trunk",
             )
         if trunk.length != self.length:
             raise ValueError(f"Shared trunk has length {trunk.length}, expected {self.length}.")
         self.trunk = trunk
         self.mlp_activation = mlp_activation
+        self.mlp_init = mlp_init
+        kernel_init, bias_init = linear_initializers(
+            mlp_init, trunk.mlp_hidden, None if seed is None else seed + 4)
         self.output_projection = keras.layers.Dense(
-            num_heads * (key_dim + value_dim), dtype="float32", name="output_projection"
+            num_heads * (key_dim + value_dim), dtype="float32", name="output_projection",
+            kernel_initializer=kernel_init, bias_initializer=bias_init,
         )
         self.output_projection.build((self.length, trunk.mlp_hidden))
 
@@ -200,7 +230,7 @@ class DeepSharePrefix(PrefixGenerator):
         # A shared trunk is not part of the config: `from_config` makes its own.
         config = super().get_config()
         config.update(embedding_dim=self.trunk.embedding_dim, mlp_hidden=self.trunk.mlp_hidden,
-                      mlp_activation=self.mlp_activation)
+                      mlp_activation=self.mlp_activation, mlp_init=self.mlp_init)
         return config
 
     def generate(self):
@@ -216,13 +246,16 @@ class SimpleSharePrefix(PrefixGenerator):
     """Simple-share: one prompt through the frozen LayerNorm and K/V maps.
 
     `K = W_k LN(p)`, `V = W_v LN(p)`; `norm=None` for post-LN backbones, whose
-    attention input is already normalized.
+    attention input is already normalized. With `dropout_site="prompt"` the
+    dropout acts on `p` before the LayerNorm, one mask for key and value (the
+    reference); with `"output"` on K and V, one mask each.
     """
 
     def __init__(self, length, num_heads, key_dim, value_dim, key_dense, value_dense,
                  norm=None, hidden_dim=None, initializer="xavier_uniform",
-                 init_scale=0.02, seed=None, **kwargs):
+                 init_scale=0.02, seed=None, dropout_site="output", **kwargs):
         super().__init__(length, num_heads, key_dim, value_dim, **kwargs)
+        self.dropout_site = dropout_site
         hidden_dim = int(hidden_dim or num_heads * key_dim)
         self.prompt = self.add_weight(
             shape=(self.length, hidden_dim),
@@ -232,9 +265,19 @@ class SimpleSharePrefix(PrefixGenerator):
         # Frozen backbone layers, used but not owned: left untracked.
         object.__setattr__(self, "_frozen", (norm, key_dense, value_dense))
 
-    def generate(self):
+    def get_config(self):
+        return {**super().get_config(), "dropout_site": self.dropout_site}
+
+    def prefixes(self, training=None):
+        if self.dropout_site == "prompt":
+            return self.generate(training)
+        return super().prefixes(training)
+
+    def generate(self, training=False):
         norm, key_dense, value_dense = self._frozen
         prompt = self.prompt[None]
+        if training and self.dropout > 0.0:
+            prompt = self._dropout_layer(prompt, training=training)
         if norm is not None:
             prompt = norm(prompt)
         key = ops.cast(key_dense(prompt)[0], "float32")

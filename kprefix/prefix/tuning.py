@@ -111,18 +111,20 @@ def _make_generator(site, config, trunks, seed):
             if site.kind not in trunks:
                 trunks[site.kind] = generators.DeepShareTrunk(
                     config.length, embedding_dim, config.mlp_hidden, config.mlp_activation,
-                    name=f"{site.kind}_shared_trunk", **init,
+                    mlp_init=config.mlp_init, name=f"{site.kind}_shared_trunk", **init,
                 )
             trunk = trunks[site.kind]
         return generators.DeepSharePrefix(
             **kwargs, embedding_dim=embedding_dim, mlp_hidden=config.mlp_hidden,
-            mlp_activation=config.mlp_activation, trunk=trunk, dropout=config.dropout, **init,
+            mlp_activation=config.mlp_activation, trunk=trunk, dropout=config.dropout,
+            mlp_init=config.mlp_init, **init,
         )
     if variant == "simple_share":
         attention = site.attention
         return generators.SimpleSharePrefix(
             **kwargs, key_dense=attention.key_dense, value_dense=attention.value_dense,
-            norm=site.norm, hidden_dim=site.hidden_dim, dropout=config.dropout, **init,
+            norm=site.norm, hidden_dim=site.hidden_dim, dropout=config.dropout,
+            dropout_site=config.dropout_site, **init,
         )
     if variant == "linear_share":
         return generators.LinearSharePrefix(**kwargs, dropout=config.dropout, **init)
