@@ -117,8 +117,11 @@ def test_clip_norm_applies_to_the_summed_gradient_under_mirrored():
     x = rng.normal(size=(8, 3)).astype("float32")
     y = rng.normal(size=(8, 1)).astype("float32") * 10
     results = []
-    for strategy in (tf.distribute.get_strategy(),
-                     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    # Reduction through one device: CPU collectives of a second MirroredStrategy
+    # in the same test process can collide with an earlier test's.
+    mirrored = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    for strategy in (tf.distribute.get_strategy(), mirrored):
         with strategy.scope():
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
                 1, kernel_initializer="ones")])
