@@ -15,7 +15,7 @@ from kprefix.data.nlg import shared_data_dir
 
 DATA = shared_data_dir()
 pytestmark = pytest.mark.skipif(
-    not (DATA / "e2e").is_dir() or not (DATA / "xsum").is_dir(),
+    not all((DATA / name).is_dir() for name in ("e2e", "webnlg2017", "xsum")),
     reason=f"shared benchmark data not found at {DATA} (set KPREFIX_SHARED_DATA)",
 )
 
@@ -26,6 +26,13 @@ COMMON = ["--epochs=1", "--batch_size=8", "--optimizer=adamw", "--learning_rate=
 RUNS = {
     "gpt2_e2e": ["--task=table_to_text", "--backbone=gpt2_tiny", "--dataset=e2e",
                  "--max_train_examples=16", "--source_length=48", "--prefix_share_across_layers"],
+    # The paper's No-share GPT-2 recipe: prefix from the backbone's own keys and
+    # values of " summarize", positions after the prefix, transformers 3.2 decoding.
+    "gpt2_webnlg_word": ["--task=table_to_text", "--backbone=gpt2_tiny", "--dataset=webnlg",
+                         "--max_train_examples=16", "--source_length=64",
+                         "--prefix_variant=no_share", "--prefix_init=word",
+                         "--prefix_position_offset=P", "--length_normalization=full",
+                         "--no_repeat_ngram_size=3", "--early_stopping=first"],
     "bart_xsum": ["--task=summarization", "--backbone=bart_tiny", "--dataset=xsum",
                   "--train_split=validation", "--max_train_examples=8", "--source_length=48",
                   "--length_penalty=0.8"],
@@ -43,8 +50,8 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["num_eval_examples"] == 4
-    expected = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"} if "e2e" in name else {
-        "rouge1", "rouge2", "rougeL"}
+    expected = {"e2e": {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}, "xsum": {
+        "rouge1", "rouge2", "rougeL"}, "webnlg": {"BLEU", "METEOR"}}[name.split("_")[1]]
     assert expected <= set(results["scores"])
     predictions = (workdir / "predictions_test.txt").read_text().splitlines()
     assert len(predictions) == 4
@@ -67,8 +74,9 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
 def _sources(name):
     from kprefix.data import nlg
 
-    dataset = "e2e" if "e2e" in name else "xsum"
-    return nlg.evaluation_sources(nlg.load_task(dataset, "test", DATA)[:4])
+    dataset = next(d for d in ("e2e", "webnlg", "xsum") if d in name)
+    return nlg.evaluation_sources(
+        nlg.load_task(dataset, "test", DATA, source_format="reference")[:4])
 
 
 def test_text_flags_are_checked(tmp_path):
