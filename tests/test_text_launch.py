@@ -103,7 +103,10 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
             values(["prog", f"--flagfile={path}"])
             out[path] = {n: values[n].value for n in
                          ("task", "dataset", "prefix_variant", "prefix_length", "learning_rate",
-                          "batch_size", "num_beams", "length_penalty")}
+                          "batch_size", "num_beams", "length_penalty", "prefix_init",
+                          "prefix_init_text", "prefix_position_offset", "e2e_source_format",
+                          "webnlg_source_format", "length_normalization",
+                          "no_repeat_ngram_size", "early_stopping", "min_new_tokens")}
         print(json.dumps(out))
     """)
     root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
@@ -121,3 +124,16 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
         "summarization", "no_share", 200, 5e-4, 6, 0.8)
     assert {c["prefix_variant"] for c in configs.values()} == {
         "deep_share", "no_share", "simple_share"}
+    # The reference recipe (see docs/reference.md): GPT-2 runs.
+    gpt2 = {path: c for path, c in configs.items() if c["task"] == "table_to_text"}
+    for path, c in gpt2.items():
+        assert (c["prefix_position_offset"], c["e2e_source_format"], c["webnlg_source_format"],
+                c["length_normalization"], c["min_new_tokens"], c["early_stopping"]) == (
+            "P", "reference", "reference", "full", 0, "heuristic"), path
+        no_share = c["prefix_variant"] == "no_share"
+        assert (c["prefix_init"] == "word") == no_share, path
+    assert configs["configs/nlg/e2e_no_share.cfg"]["prefix_init_text"] == "summarize"
+    for path, c in configs.items():
+        if c["task"] == "summarization":
+            assert (c["length_normalization"], c["no_repeat_ngram_size"], c["early_stopping"],
+                    c["prefix_position_offset"]) == ("full", 3, "first", "0"), path
