@@ -34,6 +34,11 @@ Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
   finished (without an end token). The answer is the best finished hypothesis.
 - Minimum length: the end token is disallowed while fewer than
   `min_new_tokens` tokens have been generated; banned ids are never chosen.
+- `force_end_at_max_length`: the last token a hypothesis can take is the end
+  token, with log-probability 0, as transformers 3.2's BART forces it
+  (`adjust_logits_during_generation` sets every other logit to -inf before
+  the softmax), so hypotheses cut by the limit end there and are scored as
+  finished.
 - `no_repeat_ngram_size=n > 0`: a token that would repeat an n-gram already in
   the sequence (prompt or start tokens included, as transformers 3.2's
   `calc_banned_ngram_tokens` looks at the whole `input_ids`) is never chosen.
@@ -88,6 +93,7 @@ def beam_search(
     early_stopping="heuristic",
     length_normalization="generated",
     no_repeat_ngram_size=0,
+    force_end_at_max_length=False,
 ):
     """Beam search over a cached step function; see the module doc for the rules.
 
@@ -112,6 +118,8 @@ def beam_search(
         early_stopping: `"heuristic"`, `"exact"` or `"first"` (see the module doc).
         length_normalization: `"generated"` or `"full"` (see the module doc).
         no_repeat_ngram_size: ban repeated n-grams of this size (0: off).
+        force_end_at_max_length: the last allowed token is the end token (see
+            the module doc).
 
     Returns:
         `(tokens, scores)`: `(B, max_new_tokens)` int32 generated tokens of the
@@ -188,6 +196,10 @@ def beam_search(
                                            int(no_repeat_ngram_size), vocab)
             log_probs = ops.where(ops.reshape(repeats, (batch, beams, vocab)), float("-inf"),
                                   log_probs)
+        if force_end_at_max_length:
+            last = (index + 1 >= row_end)[:, None, None]
+            forced = ops.where(is_end, 0.0, float("-inf"))[None, None, :]
+            log_probs = ops.where(last, forced, log_probs)
         candidates = ops.reshape(beam_scores[:, :, None] + log_probs, (batch, beams * vocab))
         top_scores, top_ids = ops.top_k(candidates, 2 * beams)
         top_ids = ops.cast(top_ids, "int32")
@@ -351,6 +363,7 @@ def generate_bart(
     early_stopping="heuristic",
     length_normalization="generated",
     no_repeat_ngram_size=0,
+    force_end_at_max_length=False,
 ):
     """Beam search with a keras-hub `BartSeq2SeqLM` (prefixed or not).
 
@@ -438,7 +451,8 @@ def generate_bart(
                        length_penalty=length_penalty, end_token_id=end_token_id,
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
                        early_stopping=early_stopping, length_normalization=length_normalization,
-                       no_repeat_ngram_size=no_repeat_ngram_size)
+                       no_repeat_ngram_size=no_repeat_ngram_size,
+                       force_end_at_max_length=force_end_at_max_length)
 
 
 def _gather_beams(tokens, beam_ids):

@@ -92,6 +92,9 @@ flags.DEFINE_integer("no_repeat_ngram_size", 0,
 flags.DEFINE_enum("early_stopping", "heuristic", ["heuristic", "exact", "first"],
                   "When a beam input is done: Hugging Face's bound, an exact bound, or 'first' "
                   "= as soon as num_beams hypotheses finished (transformers early_stopping=True).")
+flags.DEFINE_bool("force_end_at_max_length", False,
+                  "The last token within the length limit is the end token, with log-prob 0, "
+                  "as transformers 3.2 BART generation forces it.")
 flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 
 # Optimization.

@@ -421,3 +421,43 @@ def test_cached_decoding_with_position_offset_equals_uncached_scoring():
     folded_tokens, _ = generate_gpt2(lm.fold(), PROMPTS, PROMPT_MASK, num_beams=3,
                                      max_new_tokens=5, length_penalty=1.0, end_token_id=7)
     np.testing.assert_array_equal(np.asarray(folded_tokens), np.asarray(tokens))
+
+
+def test_bart_full_length_normalization_counts_the_start_token():
+    # transformers 3.2 scores an encoder-decoder hypothesis over its decoder
+    # input_ids: the start token(s) and the generated tokens, the end excluded.
+    lm = bart_lm("deep_share")
+    inputs = bart_inputs(batch=2)
+    start, end_token_id = [2], 5
+    tokens, scores = generate_bart(
+        lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"], start_token_ids=start,
+        num_beams=3, max_length=8, min_length=2, length_penalty=0.8, end_token_id=end_token_id,
+        length_normalization="full", no_repeat_ngram_size=2, early_stopping="first")
+    generated = [hypothesis(row, end_token_id) for row in np.asarray(tokens)]
+    full = np.array([len(start) + len(g) - (g[-1] == end_token_id) for g in generated], float)
+    sums = bart_sum_log_probs(lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
+                              start, generated)
+    np.testing.assert_allclose(np.asarray(scores), sums / full ** 0.8, atol=1e-4)
+    for g in generated:
+        assert not repeats_an_ngram(start + g, len(start), 2)
+
+
+def test_bart_forced_end_at_the_length_limit_scores_it_as_transformers_3_2():
+    # adjust_logits_during_generation (transformers 3.2 modeling_bart.py) leaves
+    # only the end token at the last step: its log-probability is 0 there.
+    lm = bart_lm("deep_share")
+    inputs = bart_inputs(batch=2)
+    start, end_token_id, max_length = [2], 5, 4
+    tokens, scores = generate_bart(
+        lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"], start_token_ids=start,
+        num_beams=2, max_length=max_length, min_length=0, length_penalty=1.0,
+        end_token_id=end_token_id, length_normalization="full", force_end_at_max_length=True)
+    generated = [hypothesis(row, end_token_id) for row in np.asarray(tokens)]
+    assert all(g[-1] == end_token_id for g in generated)
+    at_limit = [len(g) == max_length - len(start) for g in generated]
+    assert any(at_limit)  # the random tiny model rarely ends early
+    scored = [g[:-1] if limited else g for g, limited in zip(generated, at_limit)]
+    sums = bart_sum_log_probs(lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
+                              start, scored)
+    full = np.array([len(start) + len(g) - 1 for g in generated], float)
+    np.testing.assert_allclose(np.asarray(scores), sums / full, atol=1e-4)

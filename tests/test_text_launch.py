@@ -106,7 +106,8 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
                           "batch_size", "num_beams", "length_penalty", "prefix_init",
                           "prefix_init_text", "prefix_position_offset", "e2e_source_format",
                           "webnlg_source_format", "length_normalization",
-                          "no_repeat_ngram_size", "early_stopping", "min_new_tokens")}
+                          "no_repeat_ngram_size", "early_stopping", "min_new_tokens",
+                          "force_end_at_max_length")}
         print(json.dumps(out))
     """)
     root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
@@ -136,4 +137,5 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
     for path, c in configs.items():
         if c["task"] == "summarization":
             assert (c["length_normalization"], c["no_repeat_ngram_size"], c["early_stopping"],
-                    c["prefix_position_offset"]) == ("full", 3, "first", "0"), path
+                    c["prefix_position_offset"], c["force_end_at_max_length"]) == (
+                "full", 3, "first", "0", True), path

@@ -48,7 +48,8 @@ def decode_settings(FLAGS, tokenizer):
     else:
         settings.update(max_length=FLAGS.max_new_tokens + 1, min_length=FLAGS.min_new_tokens + 1,
                         start_token_ids=[tokenizer.end_token_id],
-                        pad_token_id=tokenizer.pad_token_id)
+                        pad_token_id=tokenizer.pad_token_id,
+                        force_end_at_max_length=FLAGS.force_end_at_max_length)
     return settings
 
 
