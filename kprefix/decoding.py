@@ -10,9 +10,13 @@ cache holds only real tokens and is reordered with the beams.
 Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
 
 - A hypothesis' score is `sum of log-probabilities / length ** length_penalty`,
-  where log-probabilities come from the model's unconstrained softmax, and
-  `length` counts the generated tokens, end token included, prompt (GPT-2) or
-  start tokens (BART) excluded.
+  where log-probabilities come from the model's unconstrained softmax. With
+  `length_normalization="generated"`, `length` counts the generated tokens,
+  end token included, prompt (GPT-2) or start tokens (BART) excluded. With
+  `"full"` it counts the whole sequence, prompt or start tokens included and
+  the end token excluded, as transformers 3.2's `BeamHypotheses.add` does
+  (it scores the sequence before the end token is appended); the bound of
+  the done test uses the same full length.
 - Each step takes the `2 * num_beams` best continuations of all beams. An
   end-token continuation ranked among the first `num_beams` becomes a finished
   hypothesis; the first `num_beams` other continuations are the next beams.
@@ -23,12 +27,21 @@ Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
   candidate's sum over the current length; with `"exact"` (Hugging Face's
   "never") it is the best sum over the longest reachable length when
   `length_penalty > 0`, a true upper bound, so stopping never changes the
-  result. With `num_beams=1` (greedy) an input is done once the end token is
-  the argmax.
+  result. With `"first"` (transformers 3.2's `early_stopping=True`) an input
+  is done as soon as it holds `num_beams` finished hypotheses. With
+  `num_beams=1` (greedy) an input is done once the end token is the argmax.
 - When an input reaches its length limit, its live beams are scored as
   finished (without an end token). The answer is the best finished hypothesis.
 - Minimum length: the end token is disallowed while fewer than
   `min_new_tokens` tokens have been generated; banned ids are never chosen.
+- `force_end_at_max_length`: the last token a hypothesis can take is the end
+  token, with log-probability 0, as transformers 3.2's BART forces it
+  (`adjust_logits_during_generation` sets every other logit to -inf before
+  the softmax), so hypotheses cut by the limit end there and are scored as
+  finished.
+- `no_repeat_ngram_size=n > 0`: a token that would repeat an n-gram already in
+  the sequence (prompt or start tokens included, as transformers 3.2's
+  `calc_banned_ngram_tokens` looks at the whole `input_ids`) is never chosen.
 
 GPT-2 prompts of different lengths are left-aligned (right-padded, as
 keras-hub's `generate` takes them): decoding starts at the shortest prompt and
@@ -55,7 +68,8 @@ Example:
 import numpy as np
 from keras import ops, tree
 
-EARLY_STOPPING = ("heuristic", "exact")
+EARLY_STOPPING = ("heuristic", "exact", "first")
+LENGTH_NORMALIZATION = ("generated", "full")
 
 
 def repeat_for_beams(x, num_beams):
@@ -77,6 +91,9 @@ def beam_search(
     banned_token_ids=(),
     pad_token_id=0,
     early_stopping="heuristic",
+    length_normalization="generated",
+    no_repeat_ngram_size=0,
+    force_end_at_max_length=False,
 ):
     """Beam search over a cached step function; see the module doc for the rules.
 
@@ -98,7 +115,11 @@ def beam_search(
         end_token_id: the token that finishes a hypothesis.
         banned_token_ids: ids that are never generated.
         pad_token_id: fills the returned tokens after the end.
-        early_stopping: `"heuristic"` or `"exact"` (see the module doc).
+        early_stopping: `"heuristic"`, `"exact"` or `"first"` (see the module doc).
+        length_normalization: `"generated"` or `"full"` (see the module doc).
+        no_repeat_ngram_size: ban repeated n-grams of this size (0: off).
+        force_end_at_max_length: the last allowed token is the end token (see
+            the module doc).
 
     Returns:
         `(tokens, scores)`: `(B, max_new_tokens)` int32 generated tokens of the
@@ -117,8 +138,12 @@ def beam_search(
     [[2, 2]]
     """
     _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
-                    banned_token_ids, pad_token_id, early_stopping)
+                    banned_token_ids, pad_token_id, early_stopping, length_normalization,
+                    no_repeat_ngram_size)
     beams = int(num_beams)
+    # The length a hypothesis is normalized by counts from here: 0 (whole
+    # sequence) or the prompt's end (generated tokens only).
+    count_from = 0 if length_normalization == "full" else None
     prompt_tokens = ops.cast(ops.convert_to_tensor(prompt_tokens), "int32")
     prompt_lengths = ops.cast(ops.convert_to_tensor(prompt_lengths), "int32")
     length = prompt_tokens.shape[1]
@@ -141,6 +166,12 @@ def beam_search(
     state = tree.map_structure(lambda x: repeat_for_beams(x, beams), state)
     banned = tuple(int(t) for t in banned_token_ids)
 
+    count_from = prompt_lengths if count_from is None else ops.zeros_like(prompt_lengths)
+    # A finished hypothesis ending at buffer position `index` is scored over
+    # `index + 1 - count_from` tokens with its end token ("generated") or over
+    # the `index` tokens before it ("full", as transformers 3.2).
+    end_counted = 0 if length_normalization == "full" else 1
+
     def normalize(sums, generated_length):
         return sums / ops.power(ops.cast(generated_length, "float32"), length_penalty)
 
@@ -160,6 +191,15 @@ def beam_search(
             is_banned = ops.any(vocab_ids[:, None] == ops.array(banned, "int32")[None], axis=1)
             disallowed = ops.logical_or(disallowed, is_banned[None])
         log_probs = ops.where(disallowed[:, None, :], float("-inf"), log_probs)
+        if no_repeat_ngram_size:
+            repeats = _repeated_ngram_mask(ops.reshape(tokens, (batch * beams, length)), index,
+                                           int(no_repeat_ngram_size), vocab)
+            log_probs = ops.where(ops.reshape(repeats, (batch, beams, vocab)), float("-inf"),
+                                  log_probs)
+        if force_end_at_max_length:
+            last = (index + 1 >= row_end)[:, None, None]
+            forced = ops.where(is_end, 0.0, float("-inf"))[None, None, :]
+            log_probs = ops.where(last, forced, log_probs)
         candidates = ops.reshape(beam_scores[:, :, None] + log_probs, (batch, beams * vocab))
         top_scores, top_ids = ops.top_k(candidates, 2 * beams)
         top_ids = ops.cast(top_ids, "int32")
@@ -172,7 +212,8 @@ def beam_search(
 
         # Finished hypotheses: end tokens ranked among the first `beams`.
         finishing = top_is_end & (rank < beams) & active[:, None]
-        finished_scores = ops.where(finishing, normalize(top_scores, (generated + 1)[:, None]),
+        finished_length = index + end_counted - count_from
+        finished_scores = ops.where(finishing, normalize(top_scores, finished_length[:, None]),
                                     float("-inf"))[:, :beams]
         finished_tokens = ops.where(at_index, end_token_id,
                                     _gather_beams(tokens, top_beams[:, :beams]))
@@ -196,19 +237,19 @@ def beam_search(
         state = tree.map_structure(lambda x: ops.take(x, flat_beams, axis=0), state)
 
         pool_full = ops.all(pool_scores > float("-inf"), axis=1)
-        if beams == 1:
+        if beams == 1 or early_stopping == "first":
             converged = pool_full
         else:
             best_sum = ops.max(top_scores, axis=1)
             if early_stopping == "exact" and length_penalty > 0:
-                attainable = normalize(best_sum, max_new_tokens)
+                attainable = normalize(best_sum, row_end - count_from)
             else:
-                attainable = normalize(best_sum, generated + 1)
+                attainable = normalize(best_sum, finished_length)
             converged = pool_full & (ops.min(pool_scores, axis=1) >= attainable)
         newly_done = active & converged
         out_of_length = active & ops.logical_not(newly_done) & (index + 1 >= row_end)
         running_scores = ops.where(out_of_length[:, None],
-                                   normalize(next_scores, (generated + 1)[:, None]),
+                                   normalize(next_scores, (index + 1 - count_from)[:, None]),
                                    float("-inf"))
         pool_scores, pool_tokens = _keep_best(pool_scores, pool_tokens,
                                               running_scores, tokens, beams)
@@ -244,6 +285,8 @@ def generate_gpt2(
     banned_token_ids=(),
     pad_token_id=0,
     early_stopping="heuristic",
+    length_normalization="generated",
+    no_repeat_ngram_size=0,
 ):
     """Beam search with a keras-hub `GPT2CausalLM` (prefixed or not).
 
@@ -272,15 +315,18 @@ def generate_gpt2(
     (1, 3)
     """
     _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
-                    banned_token_ids, pad_token_id, early_stopping)
+                    banned_token_ids, pad_token_id, early_stopping, length_normalization,
+                    no_repeat_ngram_size)
     token_ids = ops.cast(ops.convert_to_tensor(token_ids), "int32")
     prompt_lengths = ops.sum(ops.cast(ops.convert_to_tensor(padding_mask), "int32"), axis=1)
     _check_left_aligned(padding_mask)
     length = token_ids.shape[1] + max_new_tokens
-    limit = lm.backbone.max_sequence_length
+    offset = getattr(lm.backbone.position_embedding, "_offset", 0)
+    limit = lm.backbone.max_sequence_length - offset
     if length > limit:
         raise ValueError(f"Prompt width {token_ids.shape[1]} + max_new_tokens {max_new_tokens} "
-                         f"exceeds the model's max_sequence_length {limit}.")
+                         f"exceeds the model's max_sequence_length {limit + offset}"
+                         + (f" less the position offset {offset}." if offset else "."))
     buffer = ops.pad(token_ids, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
     backbone = lm.backbone
     cache = ops.zeros((ops.shape(token_ids)[0], backbone.num_layers, 2, length,
@@ -297,7 +343,8 @@ def generate_gpt2(
                        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                        length_penalty=length_penalty, end_token_id=end_token_id,
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
-                       early_stopping=early_stopping)
+                       early_stopping=early_stopping, length_normalization=length_normalization,
+                       no_repeat_ngram_size=no_repeat_ngram_size)
 
 
 def generate_bart(
@@ -314,6 +361,9 @@ def generate_bart(
     banned_token_ids=(),
     pad_token_id=0,
     early_stopping="heuristic",
+    length_normalization="generated",
+    no_repeat_ngram_size=0,
+    force_end_at_max_length=False,
 ):
     """Beam search with a keras-hub `BartSeq2SeqLM` (prefixed or not).
 
@@ -354,7 +404,8 @@ def generate_bart(
     max_new_tokens = max_length - len(start)
     min_new_tokens = min(max(min_length - len(start), 0), max_new_tokens)
     _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
-                    banned_token_ids, pad_token_id, early_stopping)
+                    banned_token_ids, pad_token_id, early_stopping, length_normalization,
+                    no_repeat_ngram_size)
     limit = lm.backbone.max_sequence_length
     if max_length > limit:
         raise ValueError(f"max_length {max_length} exceeds the model's max_sequence_length "
@@ -399,7 +450,9 @@ def generate_bart(
                        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                        length_penalty=length_penalty, end_token_id=end_token_id,
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
-                       early_stopping=early_stopping)
+                       early_stopping=early_stopping, length_normalization=length_normalization,
+                       no_repeat_ngram_size=no_repeat_ngram_size,
+                       force_end_at_max_length=force_end_at_max_length)
 
 
 def _gather_beams(tokens, beam_ids):
@@ -413,6 +466,30 @@ def _column(tokens, index):
                                                           ops.shape(tokens)[1], 1]), axis=2)
 
 
+def _repeated_ngram_mask(tokens, index, size, vocab):
+    """`(rows, vocab)` true where a token at position `index` would repeat an n-gram.
+
+    An n-gram counts when it lies wholly before `index`; the candidate repeats
+    it when the `size - 1` tokens before `index` equal its first `size - 1`.
+    """
+    rows, length = ops.shape(tokens)[0], tokens.shape[1]
+    starts = length - size + 1
+    if starts < 1:
+        return ops.zeros((rows, vocab), "bool")
+    context = ops.slice(tokens, [0, ops.maximum(index - size + 1, 0)], [rows, size - 1])
+    match = ops.ones((rows, starts), "bool")
+    for k in range(size - 1):
+        window = ops.slice(tokens, [0, k], [rows, starts])
+        match = match & (window == context[:, k:k + 1])
+    start_ids = ops.arange(starts, dtype="int32")
+    match = match & (start_ids[None] + size - 1 < index) & (index + 1 >= size)
+    follower = ops.slice(tokens, [0, size - 1], [rows, starts])
+    row_ids = ops.broadcast_to(ops.arange(rows, dtype="int32")[:, None], (rows, starts))
+    indices = ops.stack([ops.reshape(row_ids, (-1,)), ops.reshape(follower, (-1,))], axis=1)
+    counts = ops.scatter(indices, ops.reshape(ops.cast(match, "int32"), (-1,)), (rows, vocab))
+    return counts > 0
+
+
 def _keep_best(pool_scores, pool_tokens, new_scores, new_tokens, size):
     """The `size` best of a pool and new hypotheses (earlier entries win ties)."""
     scores = ops.concatenate([pool_scores, new_scores], axis=1)
@@ -422,7 +499,8 @@ def _keep_best(pool_scores, pool_tokens, new_scores, new_tokens, size):
 
 
 def _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, end_token_id,
-                    banned_token_ids, pad_token_id, early_stopping):
+                    banned_token_ids, pad_token_id, early_stopping,
+                    length_normalization="generated", no_repeat_ngram_size=0):
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -447,6 +525,11 @@ def _check_settings(num_beams, max_new_tokens, min_new_tokens, length_penalty, e
         raise ValueError(f"end_token_id {end_token_id} is also banned; no hypothesis could end.")
     if early_stopping not in EARLY_STOPPING:
         raise ValueError(f"early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}.")
+    if length_normalization not in LENGTH_NORMALIZATION:
+        raise ValueError(f"length_normalization must be one of {LENGTH_NORMALIZATION}, "
+                         f"got {length_normalization!r}.")
+    if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be an int >= 0, got {no_repeat_ngram_size!r}.")
 
 
 def _concrete(x):

@@ -93,7 +93,7 @@ def export_image_classifier(model, directory, writer=True):
 
 
 def export_text_generator(model, tokenizer, directory, source_length, settings, write=True,
-                          writer=True):
+                          writer=True, reference_framing=False):
     """Folds `model`'s prefixes and builds a text-in/text-out serving function.
 
     Tokenization, beam search (`kprefix.decoding`) and detokenization all run
@@ -101,6 +101,10 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     the SavedModel goes to `directory`; its `serving_default` signature takes
     `text` (a batch of source strings) and returns `text` (the generated
     strings) and `score` (their length-normalized log-probabilities).
+
+    `reference_framing` (GPT-2): prompts framed as in training
+    (`kprefix.tasks.text_features`); the generated text is stripped of the
+    spaces that framing puts around it.
 
     Returns the `tf.function` that is (or would be) exported, so in-process
     decoding runs exactly the exported computation.
@@ -125,7 +129,7 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         if is_causal:
-            prompt, lengths = prompt_features(tokenizer, text, source_length)
+            prompt, lengths = prompt_features(tokenizer, text, source_length, reference_framing)
             mask = tf.sequence_mask(lengths, source_length)
             tokens, scores = decoding.generate_gpt2(folded, prompt, mask, **settings)
         else:
@@ -134,6 +138,8 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
         keep = tf.reduce_all(tokens[..., None] != tf.constant(sorted(special), tokens.dtype),
                              axis=-1)
         generated = tokenizer.detokenize(tf.ragged.boolean_mask(tokens, keep))
+        if reference_framing:
+            generated = tf.strings.strip(generated)
         return {"text": generated, "score": scores}
 
     if write:

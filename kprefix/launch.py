@@ -23,7 +23,7 @@ from absl import app, flags
 
 from kprefix import checkpoints, train, workdir
 from kprefix.prefix.config import (ACTIVATIONS, DROPOUT_SITES, INITIALIZERS, MLP_INITIALIZERS,
-                                   VARIANTS, PrefixConfig)
+                                   POSITION_OFFSETS, VARIANTS, PrefixConfig)
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +49,16 @@ flags.DEFINE_integer("prefix_embedding_dim", None,
                      "Width of P' (Deep-share) or p (one-layer share); default hidden size.")
 flags.DEFINE_enum("prefix_key_activation", "tanh", ACTIVATIONS, "one_layer_share s1.")
 flags.DEFINE_enum("prefix_value_activation", "sigmoid", ACTIVATIONS, "one_layer_share s2.")
-flags.DEFINE_enum("prefix_init", "xavier_uniform", INITIALIZERS, "Prefix initializer.")
+flags.DEFINE_enum("prefix_init", "xavier_uniform", INITIALIZERS,
+                  "Prefix initializer. 'word' (No-share, GPT-2): the frozen backbone's own "
+                  "per-layer keys/values for --prefix_init_text, as Li & Liang's init_shallow; "
+                  "the prefix length is then that text's token count (--prefix_length is unused).")
+flags.DEFINE_string("prefix_init_text", "summarize",
+                    "Text whose keys/values start a --prefix_init=word prefix (tokenized with a "
+                    "leading space, as add_prefix_space=True).")
+flags.DEFINE_enum("prefix_position_offset", "0", POSITION_OFFSETS,
+                  "GPT-2: '0' real tokens take positions 0, 1, ...; 'P' they start at the "
+                  "prefix length, as in Li & Liang's code (the prefix is Hugging Face past).")
 flags.DEFINE_float("prefix_init_scale", 0.02, "Std of the 'normal' prefix initializer.")
 flags.DEFINE_float("prefix_dropout", 0.0, "Dropout on generated prefixes in training.")
 flags.DEFINE_enum("prefix_dropout_site", "output", DROPOUT_SITES,
@@ -85,6 +94,14 @@ flags.DEFINE_string("split_file", None,
 flags.DEFINE_string("text_data_dir", None,
                     "Folder holding e2e/, webnlg2017/ and xsum/ (default: $KPREFIX_SHARED_DATA, "
                     "else ../shared/data).")
+flags.DEFINE_enum("e2e_source_format", "reference", ["reference", "raw"],
+                  "E2E input: 'reference' Li & Liang's 'name : X | Type : Y' source with "
+                  "tokenized targets (their src1_*.txt), framed ' src <eos> tgt <eos>'; 'raw' "
+                  "the challenge MR 'name[X], eatType[Y]' with untokenized targets.")
+flags.DEFINE_enum("webnlg_source_format", "reference", ["reference", "raw"],
+                  "WebNLG input: 'reference' Li & Liang's ' | s : p : o' (underscores kept, "
+                  "training on lexicalisations marked good), framed as E2E; 'raw' 's : p : o | "
+                  "...' with underscores as spaces, all lexicalisations.")
 flags.DEFINE_integer("max_train_examples", 0, "Text: use only the first N inputs (0: all).")
 flags.DEFINE_integer("max_eval_examples", 0, "Text: evaluate the first N inputs (0: all).")
 flags.DEFINE_integer("source_length", 64, "Text: source tokens (XSUM: 512).")
@@ -95,6 +112,17 @@ flags.DEFINE_integer("num_beams", 5, "Beam width (1: greedy).")
 flags.DEFINE_integer("max_new_tokens", 100, "Most generated tokens (XSUM: 61, max length 62).")
 flags.DEFINE_integer("min_new_tokens", 5, "Fewest generated tokens before the end token.")
 flags.DEFINE_float("length_penalty", 1.0, "Score = log-prob / length ** length_penalty.")
+flags.DEFINE_enum("length_normalization", "generated", ["generated", "full"],
+                  "Beam score length: 'generated' tokens (end included) or the 'full' sequence "
+                  "with prompt/start tokens and without the end token (transformers 3.2).")
+flags.DEFINE_integer("no_repeat_ngram_size", 0,
+                     "Never generate an n-gram already in the sequence (0: off).")
+flags.DEFINE_enum("early_stopping", "heuristic", ["heuristic", "exact", "first"],
+                  "When a beam input is done: Hugging Face's bound, an exact bound, or 'first' "
+                  "= as soon as num_beams hypotheses finished (transformers early_stopping=True).")
+flags.DEFINE_bool("force_end_at_max_length", False,
+                  "The last token within the length limit is the end token, with log-prob 0, "
+                  "as transformers 3.2 BART generation forces it.")
 flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 
 # Optimization.
@@ -139,6 +167,7 @@ RESTART_MAY_CHANGE = {
     "workdir", "export", "strategy", "tpu", "jit_compile", "checkpoint_every_steps",
     "tfds_data_dir", "manual_dir", "text_data_dir", "eval_split", "max_eval_examples",
     "eval_batch_size", "num_beams", "max_new_tokens", "min_new_tokens", "length_penalty",
+    "length_normalization", "no_repeat_ngram_size", "early_stopping", "force_end_at_max_length",
 }
 
 
@@ -153,11 +182,21 @@ def prefix_config_from_flags():
                 f"--prefix_placement={placement!r}: use 'shallow', 'deep' or "
                 "comma-separated layer indices like '0,1,5'."
             ) from None
+    length, init_token_ids = FLAGS.prefix_length, ()
+    if FLAGS.prefix_init == "word":
+        from kprefix.tasks.tokenizers import load_tokenizer, prefix_init_token_ids
+
+        try:
+            init_token_ids = prefix_init_token_ids(load_tokenizer(FLAGS.backbone),
+                                                   FLAGS.prefix_init_text)
+        except ValueError as error:
+            raise app.UsageError(f"--prefix_init=word: {error}") from None
+        length = len(init_token_ids)
     try:
         return PrefixConfig(
             variant=FLAGS.prefix_variant,
             placement=placement,
-            length=FLAGS.prefix_length,
+            length=length,
             mlp_hidden=FLAGS.prefix_mlp_hidden,
             mlp_activation=FLAGS.prefix_mlp_activation,
             share_across_layers=FLAGS.prefix_share_across_layers,
@@ -169,6 +208,8 @@ def prefix_config_from_flags():
             dropout=FLAGS.prefix_dropout,
             mlp_init=FLAGS.prefix_mlp_init,
             dropout_site=FLAGS.prefix_dropout_site,
+            init_token_ids=init_token_ids,
+            position_offset=FLAGS.prefix_position_offset,
         )
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None

@@ -1,4 +1,4 @@
-"""Result JSONs -> the paper's vision tables (Markdown, CSV) and Figure 2 (PNG).
+"""Result JSONs -> the paper's tables (Markdown, CSV) and Figure 2 (PNG).
 
     python -m kprefix.report --results_dir=runs/paper --output_dir=runs/paper/report
 
@@ -15,7 +15,16 @@ Reads every `*.json` under `--results_dir` that a launch wrote (it has
 * `prefix_lengths.md`: the prefix length of each task and variant's final
   runs (the sweep's choice when `--prefix_lengths` was swept);
 * `figure2.png`: per-dataset bars of the variants (FGVC datasets when
-  there are FGVC results, otherwise every dataset found).
+  there are FGVC results, otherwise every dataset found);
+* `language.md|csv` (Table 2), from text runs (`results.json` with
+  `scores`; `flags.task` table_to_text or summarization): E2E BLEU, NIST,
+  METEOR, ROUGE-L, CIDEr; WebNLG BLEU, METEOR and TER on the seen (S),
+  unseen (U) and all (A) test entries; XSUM ROUGE-1/2/L. Scales as the
+  paper prints them: E2E BLEU/METEOR/ROUGE-L and XSUM ROUGE x100, NIST and
+  CIDEr as is, WebNLG BLEU x100 with METEOR and TER as fractions.
+
+Vision tables and the figure are written when there are vision results, the
+language table when there are text results.
 
 The std is the sample standard deviation (ddof=1; 0 for one seed). A group
 mean is the mean of its tasks' mean accuracies, given only when every task
@@ -91,6 +100,74 @@ def find_results(results_dir: str) -> list[dict]:
 
 
 Key = tuple[str, str, str]  # (dataset, variant, placement)
+
+
+def find_text_results(results_dir: str) -> list[dict]:
+    """Every text-generation results JSON (it has `scores` and `flags.task`) under `results_dir`."""
+    found = []
+    for root, _, files in os.walk(results_dir):
+        for name in sorted(files):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(root, name)) as f:
+                    payload = json.load(f)
+            except (OSError, json.JSONDecodeError):
+                continue
+            if (isinstance(payload, dict) and isinstance(payload.get("scores"), dict)
+                    and isinstance(payload.get("flags"), dict)
+                    and payload["flags"].get("task") in TEXT_TASKS):
+                found.append(payload)
+    return found
+
+
+TEXT_TASKS = ("table_to_text", "summarization")
+WEBNLG_SUBSETS = (("S", "seen"), ("U", "unseen"), ("A", "all"))
+# Table 2's columns: (column, dataset, metric key(s) in `scores`, scale).
+LANGUAGE_COLUMNS = (
+    [("E2E BLEU", "e2e", ("BLEU",), 100.0), ("E2E NIST", "e2e", ("NIST",), 1.0),
+     ("E2E MET", "e2e", ("METEOR",), 100.0), ("E2E R-L", "e2e", ("ROUGE_L",), 100.0),
+     ("E2E CIDEr", "e2e", ("CIDEr",), 1.0)]
+    + [(f"WebNLG {metric} {short}", "webnlg", (key, subset), scale)
+       for metric, key, scale in (("BLEU", "BLEU", 1.0), ("MET", "METEOR", 1.0),
+                                  ("TER", "TER", 1.0))
+       for short, subset in WEBNLG_SUBSETS]
+    + [("XSUM R-1", "xsum", ("rouge1",), 1.0), ("XSUM R-2", "xsum", ("rouge2",), 1.0),
+       ("XSUM R-L", "xsum", ("rougeL",), 1.0)])
+
+
+def _metric(scores, path):
+    value = scores
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else None
+
+
+def language_table(results) -> Table | None:
+    """Table 2 from text results: final runs, mean +- std over seeds; None without any."""
+    by_cell: dict[tuple[tuple[str, str], str], dict[int, float]] = {}
+    for payload in results:
+        run_flags = payload["flags"]
+        if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
+            continue
+        if run_flags.get("max_eval_examples"):
+            continue  # scored on part of the test split: not comparable with the paper
+        family = (run_flags["prefix_variant"], str(run_flags.get("prefix_placement", "deep")))
+        for column, dataset, path, scale in LANGUAGE_COLUMNS:
+            if run_flags.get("dataset") != dataset:
+                continue
+            value = _metric(payload["scores"], path)
+            if value is not None:
+                by_cell.setdefault((family, column), {})[int(run_flags["seed"])] = scale * value
+    if not by_cell:
+        return None
+    families = sorted({family for family, _ in by_cell},
+                      key=lambda f: (list(VARIANT_NAMES).index(f[0]) if f[0] in VARIANT_NAMES
+                                     else 99, f))
+    columns = [c for c, *_ in LANGUAGE_COLUMNS if any(col == c for _, col in by_cell)]
+    values = {(family_label(*family), column): summarize(seeds.values())
+              for (family, column), seeds in by_cell.items()}
+    return Table(columns, [family_label(*family) for family in families], values)
 
 
 def collect(results) -> dict[Key, Cell]:
@@ -272,18 +349,23 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
     """Writes the tables and Figure 2; returns {name: path} of what it wrote."""
     results = find_results(results_dir)
     cells = collect(results)
-    if not cells:
+    language = language_table(find_text_results(results_dir))
+    if not cells and language is None:
         raise FileNotFoundError(
             f"No final results (results JSON with flags.eval_split='{FINAL_SPLIT}') under "
             f"--results_dir={results_dir!r}; point it at the sweep's folder.")
     groups = benchmark_groups()
     os.makedirs(output_dir, exist_ok=True)
-    tables = {
-        "vtab": benchmark_table(cells, groups["vtab"],
-                                {g: f"{g} mean" for g in groups["vtab"]}),
-        "fgvc": benchmark_table(cells, groups["fgvc"], {"FGVC": "Mean"}),
-        "summary": summary_table(cells, groups),
-    }
+    tables = {}
+    if cells:
+        tables = {
+            "vtab": benchmark_table(cells, groups["vtab"],
+                                    {g: f"{g} mean" for g in groups["vtab"]}),
+            "fgvc": benchmark_table(cells, groups["fgvc"], {"FGVC": "Mean"}),
+            "summary": summary_table(cells, groups),
+        }
+    if language is not None:
+        tables["language"] = language
     written = {}
     for name, table in tables.items():
         md_path = os.path.join(output_dir, f"{name}.md")
@@ -292,11 +374,12 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
         table.write_csv(os.path.join(output_dir, f"{name}.csv"))
         written[f"{name}.md"] = md_path
         written[f"{name}.csv"] = os.path.join(output_dir, f"{name}.csv")
-    written["prefix_lengths.md"] = os.path.join(output_dir, "prefix_lengths.md")
-    with open(written["prefix_lengths.md"], "w") as f:
-        f.write(prefix_lengths_markdown(collect_prefix_lengths(results)))
-    written["figure2.png"] = os.path.join(output_dir, "figure2.png")
-    plot_figure2(cells, groups, written["figure2.png"])
+    if cells:
+        written["prefix_lengths.md"] = os.path.join(output_dir, "prefix_lengths.md")
+        with open(written["prefix_lengths.md"], "w") as f:
+            f.write(prefix_lengths_markdown(collect_prefix_lengths(results)))
+        written["figure2.png"] = os.path.join(output_dir, "figure2.png")
+        plot_figure2(cells, groups, written["figure2.png"])
     return written
 
 
@@ -319,8 +402,10 @@ def main(argv):
     except FileNotFoundError as error:
         print(f"kprefix.report: {error}", file=sys.stderr)
         sys.exit(1)
-    with open(written["summary.md"]) as f:
-        print(f.read())
+    for name in ("summary.md", "language.md"):
+        if name in written:
+            with open(written[name]) as f:
+                print(f.read())
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written.values()))
 
 

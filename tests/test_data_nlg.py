@@ -340,3 +340,90 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------ reference input form (Li & Liang)
+# Expected strings are the lines of Li & Liang's data/e2e_data/src1_{test,valid}.txt
+# and data/webnlg_challenge_2017/dev.json for the same rows, written out by hand.
+
+
+@needs_data
+def test_e2e_reference_sources_and_tokenized_targets_match_li_and_liang_rows():
+    test = nlg.load_e2e("test", DATA_DIR, source_format="reference")
+    assert test[0].source == "name : Blue Spice | Type : coffee shop | area : city centre"
+    assert test[0].targets[:2] == ("A coffee shop in the city centre area called Blue Spice .",
+                                   "Blue Spice is a coffee shop in city centre .")
+    cricketers = test[122]
+    assert cricketers.source == (
+        "name : The Cricketers | Type : restaurant | food : Chinese | price : £ 20 - 25 | "
+        "customer rating : high | area : city centre | family friendly : no | near : All Bar One")
+    assert cricketers.targets[1] == (
+        "The Cricketers is a restaurant that serves Chinese food for a price range £ 20 - 25 . "
+        "It is located in the city center . , close to All Bar One , is not children friendly "
+        ", and has a high customer rating .")
+    dev = nlg.load_e2e("validation", DATA_DIR, source_format="reference")
+    assert dev[0].source == "name : Alimentum | area : city centre | family friendly : no"
+    assert dev[0].targets[0] == ("There is a place in the city centre , Alimentum , that is not "
+                                 "family - friendly .")
+    # Training targets are the training file's own tokens.
+    train = nlg.load_e2e("train", DATA_DIR, source_format="reference")
+    assert train[0].source == ("name : The Vaults | Type : pub | price : more than £ 30 | "
+                               "customer rating : 5 out of 5 | near : Café Adriatic")
+    assert train[0].targets[0] == ("The Vaults pub near Café Adriatic has a 5 star rating . "
+                                   "Prices start at £ 30 .")
+    # The raw form stays available.
+    raw = nlg.load_e2e("test", DATA_DIR, source_format="raw")
+    assert raw[0].source == "name[Blue Spice], eatType[coffee shop], area[city centre]"
+    assert raw[0].targets[0] == "A coffee shop in the city centre area called Blue Spice."
+
+
+@needs_data
+def test_webnlg_reference_sources_keep_underscores_and_train_on_good_lexicalisations():
+    dev = nlg.load_webnlg("dev", DATA_DIR, source_format="reference")
+    assert dev[0].source == " | Aarhus : leaderName : Jacob_Bundsgaard"
+    assert dev[0].targets == ("The leader of Aarhus is Jacob Bundsgaard.",)
+    test = nlg.load_webnlg("test", DATA_DIR, source_format="reference")
+    assert test[0].source == " | Abilene_Regional_Airport : cityServed : Abilene,_Texas"
+    train = nlg.load_webnlg("train", DATA_DIR, source_format="reference")
+    raw_train = nlg.load_webnlg("train", DATA_DIR, source_format="raw")
+    assert train[0].source == ' | Aarhus_Airport : cityServed : "Aarhus, Denmark"'
+    assert raw_train[0].source == 'Aarhus Airport : cityServed : "Aarhus, Denmark"'
+    assert sum(len(e.targets) for e in train) == 18_025  # the 77 marked toFix are dropped
+    assert sum(len(e.targets) for e in raw_train) == 18_102
+
+
+def test_e2e_tokenizer_by_hand():
+    assert nlg_e2e.tokenize_e2e("It's £20-25, isn't it?") == "It 's £ 20 - 25 , is n't it ?"
+    assert nlg_e2e.reference_source([("familyFriendly", "yes"), ("eatType", "pub"),
+                                     ("customer rating", "1 out of 5")]) == (
+        "family friendly : yes | Type : pub | customer rating : 1 out of 5")
+
+
+def test_unknown_source_format_is_rejected():
+    with pytest.raises(ValueError, match="source format"):
+        nlg.load_e2e("test", DATA_DIR, source_format="tokens")
+
+
+def test_reference_framing_tokenizes_like_li_and_liang():
+    # ' {src} <eos> {tgt} <eos>': both sides with a leading and a trailing space.
+    import numpy as np
+    from kprefix.tasks.text_features import causal_lm_features, prompt_features
+    from kprefix.tasks.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer("gpt2_tiny")
+    end = tokenizer.end_token_id
+    src, tgt = "name : A", "A ."
+    expected = (list(np.asarray(tokenizer(" name : A "))) + [end]
+                + list(np.asarray(tokenizer(" A . "))) + [end])
+    # The feature functions run in a graph (tf.data map, tf.function).
+    x, labels, weights = tf.function(lambda s, t: causal_lm_features(
+        tokenizer, s, t, 32, reference_framing=True))(tf.constant([src]), tf.constant([tgt]))
+    n = len(expected)
+    assert list(np.asarray(x["token_ids"])[0, :n - 1]) == expected[:-1]
+    assert list(np.asarray(labels)[0, :n - 1]) == expected[1:]
+    source_tokens = len(np.asarray(tokenizer(" name : A ")))
+    assert list(np.asarray(weights)[0, :n - 1]) == ([0.0] * source_tokens
+                                                    + [1.0] * (n - 1 - source_tokens))
+    prompt, lengths = tf.function(lambda s: prompt_features(
+        tokenizer, s, 24, reference_framing=True))(tf.constant([src]))
+    assert list(np.asarray(prompt)[0, :int(lengths[0])]) == expected[:source_tokens + 1]

@@ -322,3 +322,142 @@ def test_right_aligned_prompts_are_rejected():
     with pytest.raises(ValueError, match="left-aligned"):
         generate_gpt2(gpt2_lm(None), np.array([[0, 5, 6]]), np.array([[0, 1, 1]]),
                       num_beams=2, max_new_tokens=3, end_token_id=7)
+
+
+def repeats_an_ngram(sequence, start, size):
+    """True when a token at or after `start` completes an n-gram seen earlier in `sequence`."""
+    for position in range(max(start, size - 1), len(sequence)):
+        gram = tuple(sequence[position - size + 1:position + 1])
+        earlier = {tuple(sequence[i:i + size]) for i in range(position - size + 1)}
+        if gram in earlier:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("length_penalty, no_repeat_ngram_size", [(1.0, 0), (0.7, 2)])
+def test_full_length_normalization_equals_exhaustive_search_as_transformers_3_2(
+        length_penalty, no_repeat_ngram_size):
+    # transformers 3.2 (generation_utils.py, BeamHypotheses.add) divides a
+    # finished hypothesis' sum by len(input_ids) before the end token is
+    # appended: prompt + generated tokens, end excluded; one cut at the length
+    # limit by all its tokens. Repeated n-grams count the prompt too.
+    vocabulary_size, max_new_tokens, end_token_id = 6, 3, 1
+    lm = tiny_vocab_gpt2(vocabulary_size)
+    prompts = [[2, 4, 5], [4]]
+    mask = np.array([[1, 1, 1], [1, 0, 0]], bool)
+    continuing = vocabulary_size - 1
+    num_beams = continuing ** (max_new_tokens - 1) * (continuing + 1)
+    tokens, scores = generate_gpt2(
+        lm, np.array([[2, 4, 5], [4, 0, 0]], "int32"), mask, num_beams=num_beams,
+        max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+        end_token_id=end_token_id, early_stopping="exact", length_normalization="full",
+        no_repeat_ngram_size=no_repeat_ngram_size)
+    others = [t for t in range(vocabulary_size) if t != end_token_id]
+    for row, prompt in enumerate(prompts):
+        candidates = []
+        for length in range(1, max_new_tokens + 1):
+            for body in itertools.product(others, repeat=length - 1):
+                candidates.append(list(body) + [end_token_id])
+                if length == max_new_tokens:
+                    candidates.extend(list(body) + [last] for last in others)
+        if no_repeat_ngram_size:
+            candidates = [c for c in candidates
+                          if not repeats_an_ngram(prompt + c, len(prompt), no_repeat_ngram_size)]
+        sums = gpt2_sum_log_probs(lm, [prompt] * len(candidates), candidates)
+        full = np.array([len(prompt) + len(c) - (c[-1] == end_token_id) for c in candidates],
+                        float)
+        expected = sums / full ** length_penalty
+        best = int(np.argmax(expected))
+        assert np.sort(expected)[-1] - np.sort(expected)[-2] > 1e-4, "near tie"
+        assert hypothesis(tokens[row], end_token_id) == candidates[best]
+        np.testing.assert_allclose(float(scores[row]), expected[best], atol=1e-5)
+        if no_repeat_ngram_size:
+            assert not repeats_an_ngram(prompt + candidates[best], len(prompt),
+                                        no_repeat_ngram_size)
+
+
+def test_repeated_ngram_ban_by_hand():
+    from kprefix.decoding import _repeated_ngram_mask
+
+    # Row 0: "3 4 5 3 |" -> the next token after "3" may not be 4 (3 4 seen).
+    # Row 1: "3 4 3 4 |" with trigrams: "3 4" seen followed by 3 -> 3 banned.
+    tokens = np.array([[3, 4, 5, 3, 0, 0], [3, 4, 3, 4, 0, 0]], "int32")
+    bigram = np.asarray(_repeated_ngram_mask(tokens, 4, 2, 7))
+    assert [list(np.flatnonzero(r)) for r in bigram] == [[4], [3]]
+    trigram = np.asarray(_repeated_ngram_mask(tokens, 4, 3, 7))
+    assert [list(np.flatnonzero(r)) for r in trigram] == [[], [3]]
+    # Nothing is banned before a whole n-gram fits.
+    assert not np.asarray(_repeated_ngram_mask(tokens, 1, 3, 7)).any()
+
+
+def test_position_offset_uses_position_rows_from_the_prefix_length():
+    lm = gpt2_lm("deep_share", position_offset="P")
+    backbone, length = lm.backbone, lm.prefix_config.length
+    ids = np.array([[5, 9, 2, 7]], "int32")
+    logits = np.asarray(lm({"token_ids": ids, "padding_mask": np.ones_like(ids)}))
+    # By hand: token rows plus position rows P..P+T-1 of the table, then the
+    # (prefixed) blocks, the final norm and the tied output.
+    table = np.asarray(backbone.position_embedding.position_embeddings)
+    x = np.asarray(backbone.token_embedding(ids)) + table[length:length + ids.shape[1]][None]
+    for layer in backbone.transformer_layers:
+        x = layer(x)  # keras-hub's decoder block applies the causal mask itself
+    x = np.asarray(backbone.layer_norm(x))
+    expected = x @ np.asarray(backbone.token_embedding.embeddings).T
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    unshifted = np.asarray(gpt2_lm("deep_share")({"token_ids": ids,
+                                                  "padding_mask": np.ones_like(ids)}))
+    assert np.abs(unshifted - logits).max() > 1e-3
+
+
+def test_cached_decoding_with_position_offset_equals_uncached_scoring():
+    lm = gpt2_lm("no_share", position_offset="P")
+    prompts = prompts_of(PROMPTS, PROMPT_MASK)
+    tokens, scores = generate_gpt2(lm, PROMPTS, PROMPT_MASK, num_beams=3, max_new_tokens=5,
+                                   length_penalty=1.0, end_token_id=7)
+    generated = [hypothesis(row, 7) for row in np.asarray(tokens)]
+    lengths = np.array([len(g) for g in generated], float)
+    np.testing.assert_allclose(np.asarray(scores),
+                               gpt2_sum_log_probs(lm, prompts, generated) / lengths, atol=1e-4)
+    folded_tokens, _ = generate_gpt2(lm.fold(), PROMPTS, PROMPT_MASK, num_beams=3,
+                                     max_new_tokens=5, length_penalty=1.0, end_token_id=7)
+    np.testing.assert_array_equal(np.asarray(folded_tokens), np.asarray(tokens))
+
+
+def test_bart_full_length_normalization_counts_the_start_token():
+    # transformers 3.2 scores an encoder-decoder hypothesis over its decoder
+    # input_ids: the start token(s) and the generated tokens, the end excluded.
+    lm = bart_lm("deep_share")
+    inputs = bart_inputs(batch=2)
+    start, end_token_id = [2], 5
+    tokens, scores = generate_bart(
+        lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"], start_token_ids=start,
+        num_beams=3, max_length=8, min_length=2, length_penalty=0.8, end_token_id=end_token_id,
+        length_normalization="full", no_repeat_ngram_size=2, early_stopping="first")
+    generated = [hypothesis(row, end_token_id) for row in np.asarray(tokens)]
+    full = np.array([len(start) + len(g) - (g[-1] == end_token_id) for g in generated], float)
+    sums = bart_sum_log_probs(lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
+                              start, generated)
+    np.testing.assert_allclose(np.asarray(scores), sums / full ** 0.8, atol=1e-4)
+    for g in generated:
+        assert not repeats_an_ngram(start + g, len(start), 2)
+
+
+def test_bart_forced_end_at_the_length_limit_scores_it_as_transformers_3_2():
+    # adjust_logits_during_generation (transformers 3.2 modeling_bart.py) leaves
+    # only the end token at the last step: its log-probability is 0 there.
+    lm = bart_lm("deep_share")
+    inputs = bart_inputs(batch=2)
+    start, end_token_id, max_length = [2], 5, 4
+    tokens, scores = generate_bart(
+        lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"], start_token_ids=start,
+        num_beams=2, max_length=max_length, min_length=0, length_penalty=1.0,
+        end_token_id=end_token_id, length_normalization="full", force_end_at_max_length=True)
+    generated = [hypothesis(row, end_token_id) for row in np.asarray(tokens)]
+    assert all(g[-1] == end_token_id for g in generated)
+    at_limit = [len(g) == max_length - len(start) for g in generated]
+    assert any(at_limit)  # the random tiny model rarely ends early
+    scored = [g[:-1] if limited else g for g, limited in zip(generated, at_limit)]
+    sums = bart_sum_log_probs(lm, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
+                              start, scored)
+    full = np.array([len(start) + len(g) - 1 for g in generated], float)
+    np.testing.assert_allclose(np.asarray(scores), sums / full, atol=1e-4)

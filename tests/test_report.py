@@ -89,3 +89,53 @@ def test_no_final_results_is_an_error_naming_the_flag(tmp_path):
     with pytest.raises(FileNotFoundError, match="--results_dir"):
         write_report(str(tmp_path), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out")
+
+
+def _text_result(root, dataset, variant, seed, scores, eval_split="test", **extra_flags):
+    task = "summarization" if dataset == "xsum" else "table_to_text"
+    folder = root / dataset / variant / f"seed{seed}"
+    folder.mkdir(parents=True)
+    flags = {"task": task, "dataset": dataset, "prefix_variant": variant,
+             "prefix_placement": "deep", "seed": seed, "eval_split": eval_split,
+             "max_eval_examples": 0, **extra_flags}
+    (folder / "results.json").write_text(json.dumps(
+        {"eval_split": eval_split, "scores": scores, "flags": flags}))
+
+
+def _webnlg_scores(bleu, meteor, ter):
+    return {"BLEU": dict(zip(("seen", "unseen", "all"), bleu)),
+            "METEOR": dict(zip(("seen", "unseen", "all"), meteor)),
+            "TER": dict(zip(("seen", "unseen", "all"), ter))}
+
+
+def test_language_table_two_from_text_runs(tmp_path):
+    root = tmp_path / "runs"
+    e2e = {"BLEU": 0.69, "NIST": 8.7, "METEOR": 0.46, "ROUGE_L": 0.71, "CIDEr": 2.4,
+           "coco_tokenizer": "ptb"}
+    _text_result(root, "e2e", "deep_share", 1, e2e)
+    _text_result(root, "e2e", "deep_share", 2, {**e2e, "BLEU": 0.71, "NIST": 8.9})
+    _text_result(root, "e2e", "no_share", 1, {**e2e, "METEOR": "unavailable: no Java"})
+    _text_result(root, "e2e", "no_share", 9, {**e2e, "BLEU": 0.10}, eval_split="validation")
+    _text_result(root, "e2e", "no_share", 8, {**e2e, "BLEU": 0.10}, max_eval_examples=4)
+    _text_result(root, "webnlg", "deep_share", 1,
+                 _webnlg_scores((63.9, 44.3, 54.5), (0.45, 0.36, 0.41), (0.34, 0.52, 0.42)))
+    _text_result(root, "xsum", "no_share", 1, {"rouge1": 36.86, "rouge2": 15.16, "rougeL": 29.89})
+    out = tmp_path / "report"
+    written = write_report(str(root), str(out))
+    assert set(written) == {"language.md", "language.csv"}  # no vision runs, no vision tables
+    lines = (out / "language.md").read_text().splitlines()
+    assert lines[0] == ("| Variant | E2E BLEU | E2E NIST | E2E MET | E2E R-L | E2E CIDEr | "
+                        "WebNLG BLEU S | WebNLG BLEU U | WebNLG BLEU A | WebNLG MET S | "
+                        "WebNLG MET U | WebNLG MET A | WebNLG TER S | WebNLG TER U | "
+                        "WebNLG TER A | XSUM R-1 | XSUM R-2 | XSUM R-L |")
+    # Deep-share E2E BLEU: mean of 69 and 71 = 70, sample std sqrt(2) = 1.41.
+    assert lines[2].startswith("| Deep-share DEEP | 70.00 ± 1.41 | 8.80 ± 0.14 | 46.00 ± 0.00 "
+                               "| 71.00 ± 0.00 | 2.40 ± 0.00 | 63.90 ± 0.00 | 44.30 ± 0.00 |")
+    assert lines[2].endswith("| 0.42 ± 0.00 | – | – | – |")
+    # No-share: only its final, full-test run counts; METEOR was not computed.
+    assert lines[3].startswith("| No-share DEEP | 69.00 ± 0.00 | 8.70 ± 0.00 | – |")
+    assert lines[3].endswith("| 36.86 ± 0.00 | 15.16 ± 0.00 | 29.89 ± 0.00 |")
+    with open(out / "language.csv") as f:
+        rows = {row["variant"]: row for row in csv.DictReader(f)}
+    assert rows["Deep-share DEEP"]["E2E BLEU_seeds"] == "2"
+    assert float(rows["No-share DEEP"]["XSUM R-2"]) == 15.16

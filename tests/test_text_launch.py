@@ -25,7 +25,10 @@ COMMON = ["--epochs=1", "--batch_size=8", "--optimizer=adamw", "--learning_rate=
 
 RUNS = {
     "gpt2_e2e": ["--task=table_to_text", "--backbone=gpt2_tiny", "--dataset=e2e",
-                 "--max_train_examples=16", "--source_length=48", "--prefix_share_across_layers"],
+                 "--max_train_examples=16", "--source_length=48", "--prefix_share_across_layers",
+                 # Reference positions and decoding rules, through training and the export.
+                 "--prefix_position_offset=P", "--length_normalization=full",
+                 "--no_repeat_ngram_size=3"],
     "bart_xsum": ["--task=summarization", "--backbone=bart_tiny", "--dataset=xsum",
                   "--train_split=validation", "--max_train_examples=8", "--source_length=48",
                   "--length_penalty=0.8"],
@@ -43,8 +46,8 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["num_eval_examples"] == 4
-    expected = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"} if "e2e" in name else {
-        "rouge1", "rouge2", "rougeL"}
+    expected = {"e2e": {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}, "xsum": {
+        "rouge1", "rouge2", "rougeL"}, "webnlg": {"BLEU", "METEOR"}}[name.split("_")[1]]
     assert expected <= set(results["scores"])
     predictions = (workdir / "predictions_test.txt").read_text().splitlines()
     assert len(predictions) == 4
@@ -67,8 +70,9 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
 def _sources(name):
     from kprefix.data import nlg
 
-    dataset = "e2e" if "e2e" in name else "xsum"
-    return nlg.evaluation_sources(nlg.load_task(dataset, "test", DATA)[:4])
+    dataset = next(d for d in ("e2e", "webnlg", "xsum") if d in name)
+    return nlg.evaluation_sources(
+        nlg.load_task(dataset, "test", DATA, source_format="reference")[:4])
 
 
 def test_text_flags_are_checked(tmp_path):
@@ -95,7 +99,11 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
             values(["prog", f"--flagfile={path}"])
             out[path] = {n: values[n].value for n in
                          ("task", "dataset", "prefix_variant", "prefix_length", "learning_rate",
-                          "batch_size", "num_beams", "length_penalty")}
+                          "batch_size", "num_beams", "length_penalty", "prefix_init",
+                          "prefix_init_text", "prefix_position_offset", "e2e_source_format",
+                          "webnlg_source_format", "length_normalization",
+                          "no_repeat_ngram_size", "early_stopping", "min_new_tokens",
+                          "force_end_at_max_length")}
         print(json.dumps(out))
     """)
     root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
@@ -113,3 +121,40 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
         "summarization", "no_share", 200, 5e-4, 6, 0.8)
     assert {c["prefix_variant"] for c in configs.values()} == {
         "deep_share", "no_share", "simple_share"}
+    # The reference recipe (see docs/reference.md): GPT-2 runs.
+    gpt2 = {path: c for path, c in configs.items() if c["task"] == "table_to_text"}
+    for path, c in gpt2.items():
+        assert (c["prefix_position_offset"], c["e2e_source_format"], c["webnlg_source_format"],
+                c["length_normalization"], c["min_new_tokens"], c["early_stopping"]) == (
+            "P", "reference", "reference", "full", 0, "heuristic"), path
+        no_share = c["prefix_variant"] == "no_share"
+        assert (c["prefix_init"] == "word") == no_share, path
+    assert configs["configs/nlg/e2e_no_share.cfg"]["prefix_init_text"] == "summarize"
+    for path, c in configs.items():
+        if c["task"] == "summarization":
+            assert (c["length_normalization"], c["no_repeat_ngram_size"], c["early_stopping"],
+                    c["prefix_position_offset"], c["force_end_at_max_length"]) == (
+                "full", 3, "first", "0", True), path
+
+
+def test_word_init_flags_give_a_prefix_as_long_as_the_text(tmp_path):
+    # --prefix_init=word resolves --prefix_init_text with the backbone's tokenizer.
+    script = textwrap.dedent("""
+        import json
+        from absl import flags
+        from kprefix import launch
+        flags.FLAGS(["prog", "--backbone=gpt2_tiny", "--prefix_variant=no_share",
+                     "--prefix_init=word", "--prefix_init_text=summarize",
+                     "--prefix_length=5", "--prefix_position_offset=P"])
+        config = launch.prefix_config_from_flags()
+        print(json.dumps([config.length, list(config.init_token_ids), config.position_shift]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    length, ids, shift = json.loads(result.stdout.strip().splitlines()[-1])
+    from kprefix.tasks.tokenizers import load_tokenizer
+    import numpy as np
+
+    expected = [int(i) for i in np.asarray(load_tokenizer("gpt2_tiny")(" summarize"))]
+    assert ids == expected and length == len(expected) == shift

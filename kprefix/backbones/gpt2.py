@@ -1,10 +1,12 @@
 """Attention sites of keras-hub's `GPT2Backbone`: each decoder self-attention.
 
 GPT-2 blocks are pre-LN, so Simple-share prompts pass through the block's
-`_self_attention_layer_norm`. Position ids are left as keras-hub computes them
-(starting at 0): prefixes enter as keys and values after the projections and
-take no position, so the full context length stays available. (Li & Liang's
-code shifts positions by P; that only matters for weights trained that way.)
+`_self_attention_layer_norm`. Prefixes enter as keys and values after the
+projections and take no position. Real tokens start at position 0 unless a
+position offset is installed (`install_position_offset`): Li & Liang's code,
+and Hugging Face GPT-2 given the prefix as past keys and values, start them at
+position P. `own_key_values` gives the backbone's own per-layer keys and values
+for a few tokens, what Li & Liang's `init_shallow` starts a No-share prefix from.
 
 Example:
 
@@ -24,3 +26,68 @@ def attention_sites(backbone):
         AttentionSite("decoder", i, layer._self_attention_layer, layer._self_attention_layer_norm)
         for i, layer in enumerate(backbone.transformer_layers)
     ]
+
+
+class _OffsetPositionEmbedding:
+    """Mixed into keras-hub's `PositionEmbedding`: every call starts `_offset` later."""
+
+    def call(self, inputs, start_index=0, positions=None):
+        if positions is not None:
+            positions = positions + self._offset
+        return super().call(inputs, start_index=start_index + self._offset, positions=positions)
+
+
+def install_position_offset(backbone, offset):
+    """Shifts the position ids of all real tokens by `offset` (training, cache, export alike).
+
+    The backbone's `position_embedding` layer changes class in place (its
+    weights and checkpoint path stay), so the functional forward pass,
+    `call_with_cache` and keras-hub's `generate` all use rows
+    `offset, offset + 1, ...` of the position table. `offset=0` removes it.
+    """
+    layer = backbone.position_embedding
+    original = getattr(layer, "_original_class", type(layer))
+    if offset == 0:
+        if type(layer) is not original:
+            layer.__class__ = original
+            object.__delattr__(layer, "_offset")
+        return
+    limit = backbone.max_sequence_length
+    if not 0 < offset < limit:
+        raise ValueError(f"position offset {offset} leaves no positions of the backbone's "
+                         f"{limit}; use a shorter prefix or --prefix_position_offset=0.")
+    shifted = type(f"Offset{original.__name__}", (_OffsetPositionEmbedding, original),
+                   {"__module__": __name__, "_original_class": original})
+    layer.__class__ = shifted
+    object.__setattr__(layer, "_offset", int(offset))
+
+
+def position_offset(backbone):
+    """The installed position offset (0 without one)."""
+    return int(getattr(backbone.position_embedding, "_offset", 0))
+
+
+def own_key_values(backbone, token_ids):
+    """The frozen backbone's per-layer keys and values for `token_ids` at positions 0, 1, ...
+
+    Returns a list with one `(key, value)` pair per transformer layer, each a
+    NumPy array `(len(token_ids), heads, head_dim)`: the attention layer's
+    projected keys and values, as Hugging Face's `past_key_values` for the same
+    tokens. Run in inference mode, with whatever prefixes are installed.
+    """
+    import numpy as np
+    from keras import ops
+
+    ids = ops.convert_to_tensor(np.asarray([list(token_ids)], "int32"))
+    length = ids.shape[1]
+    heads = backbone.num_heads
+    cache = ops.zeros((1, 2, length, heads, backbone.hidden_dim // heads),
+                      dtype=backbone.compute_dtype)
+    tokens = backbone.token_embedding(ids)
+    x = backbone.embeddings_add((tokens, backbone.position_embedding(tokens, start_index=0)))
+    pairs = []
+    for layer in backbone.transformer_layers:
+        x, layer_cache = layer(x, self_attention_cache=cache, self_attention_cache_update_index=0)
+        layer_cache = np.asarray(ops.convert_to_numpy(ops.cast(layer_cache, "float32")))
+        pairs.append((layer_cache[0, 0], layer_cache[0, 1]))
+    return pairs

@@ -44,12 +44,20 @@ __all__ = [
 TASKS = ("e2e", "webnlg", "xsum")
 
 
-def load_task(task: str, split: str, data_dir: Optional[str] = None) -> List[NLGExample]:
-    """Loads ``split`` of ``task`` (e2e, webnlg or xsum) from the shared data folder."""
+def load_task(task: str, split: str, data_dir: Optional[str] = None,
+              source_format: str = "raw") -> List[NLGExample]:
+    """Loads ``split`` of ``task`` (e2e, webnlg or xsum) from the shared data folder.
+
+    ``source_format`` (``"reference"`` or ``"raw"``) chooses the E2E/WebNLG
+    input form (see :mod:`kprefix.data.nlg_e2e`, :mod:`kprefix.data.nlg_webnlg`);
+    XSUM has one form.
+    """
     loaders = {"e2e": load_e2e, "webnlg": load_webnlg, "xsum": load_xsum}
     if task not in loaders:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-    return loaders[task](split, data_dir)
+    if task == "xsum":
+        return load_xsum(split, data_dir)
+    return loaders[task](split, data_dir, source_format=source_format)
 
 
 def training_pairs(examples: Sequence[NLGExample]) -> Iterator[Tuple[str, str]]:

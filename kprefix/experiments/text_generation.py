@@ -35,17 +35,23 @@ TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
 def decode_settings(FLAGS, tokenizer):
     """Keyword arguments of `kprefix.decoding` from the decoding flags."""
     settings = dict(num_beams=FLAGS.num_beams, length_penalty=FLAGS.length_penalty,
-                    end_token_id=tokenizer.end_token_id)
+                    end_token_id=tokenizer.end_token_id,
+                    length_normalization=FLAGS.length_normalization,
+                    no_repeat_ngram_size=FLAGS.no_repeat_ngram_size,
+                    early_stopping=FLAGS.early_stopping)
     if FLAGS.task == "table_to_text":
-        # Newlines are banned, as in the reference decoding.
-        newline_ids = sorted({int(i) for i in np.ravel(tokenizer.tokenize("\n"))}
+        # Newlines are banned, as in the reference decoding: bad_words_ids
+        # [[628], [198]] are GPT-2's "\n\n" and "\n" (run_generation.py).
+        newlines = [np.ravel(tokenizer.tokenize(text)) for text in ("\n", "\n\n")]
+        newline_ids = sorted({int(ids[0]) for ids in newlines if len(ids) == 1}
                              - {tokenizer.end_token_id})
         settings.update(max_new_tokens=FLAGS.max_new_tokens, min_new_tokens=FLAGS.min_new_tokens,
                         banned_token_ids=newline_ids, pad_token_id=tokenizer.end_token_id)
     else:
         settings.update(max_length=FLAGS.max_new_tokens + 1, min_length=FLAGS.min_new_tokens + 1,
                         start_token_ids=[tokenizer.end_token_id],
-                        pad_token_id=tokenizer.pad_token_id)
+                        pad_token_id=tokenizer.pad_token_id,
+                        force_end_at_max_length=FLAGS.force_end_at_max_length)
     return settings
 
 
@@ -58,10 +64,22 @@ def _load(FLAGS, split, limit):
         if FLAGS.tfds_data_dir:
             examples = TFDS_LOADERS[FLAGS.dataset](split, FLAGS.tfds_data_dir)
         else:
-            examples = nlg.load_task(FLAGS.dataset, split, FLAGS.text_data_dir)
+            examples = nlg.load_task(FLAGS.dataset, split, FLAGS.text_data_dir,
+                                     source_format=source_format(FLAGS))
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--dataset={FLAGS.dataset!r} ({split}): {error}") from None
     return examples[:limit] if limit else examples
+
+
+def source_format(FLAGS):
+    """The E2E/WebNLG input form the flags ask for ('reference' or 'raw')."""
+    return {"e2e": FLAGS.e2e_source_format,
+            "webnlg": FLAGS.webnlg_source_format}.get(FLAGS.dataset, "raw")
+
+
+def reference_framing(FLAGS):
+    """GPT-2 texts framed as Li & Liang's data-to-text datasets (see text_features)."""
+    return FLAGS.task == "table_to_text" and source_format(FLAGS) == "reference"
 
 
 def _training_batches(FLAGS, tokenizer, examples):
@@ -74,7 +92,8 @@ def _training_batches(FLAGS, tokenizer, examples):
     if FLAGS.task == "table_to_text":
         def features(source, target):
             return causal_lm_features(tokenizer, source, target,
-                                      FLAGS.source_length + FLAGS.target_length)
+                                      FLAGS.source_length + FLAGS.target_length,
+                                      reference_framing=reference_framing(FLAGS))
     else:
         preprocessor = seq2seq_preprocessor(tokenizer, FLAGS.source_length, FLAGS.target_length)
 
@@ -139,9 +158,12 @@ def run(FLAGS, prefix_config):
     needed = {"table_to_text": FLAGS.source_length + max(FLAGS.target_length, FLAGS.max_new_tokens),
               "summarization": max(FLAGS.source_length, FLAGS.target_length,
                                    FLAGS.max_new_tokens + 1)}[FLAGS.task]
+    if FLAGS.task == "table_to_text":
+        needed += prefix_config.position_shift  # --prefix_position_offset=P
     if needed > limit:
         raise app.UsageError(
-            f"--source_length/--target_length/--max_new_tokens need {needed} positions but "
+            f"--source_length/--target_length/--max_new_tokens (and a position offset) need "
+            f"{needed} positions but "
             f"--backbone={FLAGS.backbone!r} has max_sequence_length {limit}; shorten them.")
     tokenizer = load_tokenizer(FLAGS.backbone)
     if FLAGS.schedule_unit != "step":
@@ -168,7 +190,8 @@ def run(FLAGS, prefix_config):
     export_dir = os.path.join(FLAGS.workdir, "export")
     serve = export_text_generator(model, tokenizer, export_dir, FLAGS.source_length,
                                   decode_settings(FLAGS, tokenizer), write=FLAGS.export,
-                                  writer=chief)
+                                  writer=chief,
+                                  reference_framing=reference_framing(FLAGS))
     start = time.time()
     sources = nlg.evaluation_sources(eval_examples)
     predictions = generate_texts(serve, sources, FLAGS.eval_batch_size)

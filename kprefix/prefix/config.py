@@ -20,7 +20,9 @@ VARIANTS = (
 )
 PLACEMENTS = ("shallow", "deep")
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "gelu", "linear")
-INITIALIZERS = ("xavier_uniform", "normal", "zeros")
+INITIALIZERS = ("xavier_uniform", "normal", "zeros", "word")
+# Where GPT-2 positions of real tokens start: "0", or "P" (after the prefix).
+POSITION_OFFSETS = ("0", "P")
 MLP_INITIALIZERS = ("glorot", "torch_linear")
 DROPOUT_SITES = ("output", "prompt")
 
@@ -48,7 +50,11 @@ class PrefixConfig:
         embedding_dim: width of P' (Deep-share) or of p (one-layer share);
             `None` means the backbone's hidden size.
         key_activation, value_activation: s1 and s2 of `one_layer_share`.
-        initializer: initializer of the learned prefix parameters.
+        initializer: initializer of the learned prefix parameters. `word`
+            (No-share on GPT-2 only) starts the prefix from the frozen
+            backbone's own per-layer keys and values for the tokens
+            `init_token_ids`, as Li & Liang's `init_shallow` does; the
+            prefix length is then the number of those tokens.
         init_scale: standard deviation for `normal`; ignored otherwise.
         dropout: dropout applied to the generated prefixes in training.
         mlp_init: initializer of the Deep-share MLP's linear maps: `glorot`
@@ -60,6 +66,10 @@ class PrefixConfig:
             drops its prompt before the LayerNorm, one mask for key and
             value, as the reference; the other variants have no prompt
             ahead of a frozen map and drop their outputs as with `output`).
+        init_token_ids: the token ids behind the `word` initializer.
+        position_offset: `"0"` (real tokens take positions 0, 1, ...) or
+            `"P"` (they start at position `length`, as when Hugging Face
+            GPT-2 counts the prefix as past keys and values). GPT-2 only.
     """
 
     variant: str = "deep_share"
@@ -76,10 +86,14 @@ class PrefixConfig:
     dropout: float = 0.0
     mlp_init: str = "glorot"
     dropout_site: str = "output"
+    init_token_ids: Tuple[int, ...] = ()
+    position_offset: str = "0"
 
     def __post_init__(self):
         if not isinstance(self.placement, str):
             object.__setattr__(self, "placement", tuple(int(i) for i in self.placement))
+        object.__setattr__(self, "init_token_ids", tuple(int(i) for i in self.init_token_ids))
+        object.__setattr__(self, "position_offset", str(self.position_offset))
         self.validate()
 
     def validate(self):
@@ -108,6 +122,25 @@ class PrefixConfig:
         _check_choice("dropout_site", self.dropout_site, DROPOUT_SITES)
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"prefix dropout must be in [0, 1); got {self.dropout}.")
+        _check_choice("position_offset", self.position_offset, POSITION_OFFSETS)
+        if self.initializer == "word":
+            if self.variant != "no_share":
+                raise ValueError(
+                    f"the 'word' prefix initializer fits the no_share variant only (the prefix "
+                    f"is the backbone's own keys and values); got variant {self.variant!r}.")
+            if not self.init_token_ids:
+                raise ValueError(
+                    "the 'word' prefix initializer needs init_token_ids (the tokens of "
+                    "--prefix_init_text); the text launcher fills them in from the tokenizer.")
+            if len(self.init_token_ids) != int(self.length):
+                raise ValueError(
+                    f"with the 'word' initializer the prefix length is the number of init "
+                    f"tokens ({len(self.init_token_ids)}); got length {self.length}.")
+
+    @property
+    def position_shift(self) -> int:
+        """How many positions real tokens are shifted by (0, or the prefix length)."""
+        return int(self.length) if self.position_offset == "P" else 0
 
     def layer_indices(self, num_layers: int) -> Sequence[int]:
         """The indices, among `num_layers` attention layers, that get prefixes."""
@@ -127,6 +160,7 @@ class PrefixConfig:
         config = dataclasses.asdict(self)
         if not isinstance(self.placement, str):
             config["placement"] = list(self.placement)
+        config["init_token_ids"] = list(self.init_token_ids)
         return config
 
     @classmethod

@@ -130,19 +130,28 @@ class NoSharePrefix(PrefixGenerator):
         initializer="xavier_uniform",
         init_scale=0.02,
         seed=None,
+        initial_key=None,
+        initial_value=None,
         **kwargs,
     ):
         super().__init__(length, num_heads, key_dim, value_dim, **kwargs)
         self.initializer = initializer
         self.init_scale = init_scale
-        self.prefix_key = self._prefix_weight("prefix_key", self.key_shape, seed)
+        self.prefix_key = self._prefix_weight("prefix_key", self.key_shape, seed, initial_key)
         self.prefix_value = self._prefix_weight(
-            "prefix_value", self.value_shape, None if seed is None else seed + 1
+            "prefix_value", self.value_shape, None if seed is None else seed + 1, initial_value
         )
 
-    def _prefix_weight(self, name, shape, seed):
-        width = shape[1] * shape[2]
-        initializer = make_initializer(self.initializer, width, width, self.init_scale, seed)
+    def _prefix_weight(self, name, shape, seed, initial=None):
+        if self.initializer == "word":
+            # The starting values (the backbone's own keys/values) come from outside.
+            if initial is None or tuple(initial.shape) != tuple(shape):
+                raise ValueError(f"the 'word' initializer needs an initial {name} of shape "
+                                 f"{shape}; got {None if initial is None else initial.shape}.")
+            initializer = keras.initializers.Constant(initial)
+        else:
+            width = shape[1] * shape[2]
+            initializer = make_initializer(self.initializer, width, width, self.init_scale, seed)
         return self.add_weight(shape=shape, initializer=initializer, name=name)
 
     def generate(self):

@@ -16,9 +16,10 @@ Example:
 """
 
 import keras
+import keras_hub
 import numpy as np
 
-from kprefix.backbones import attention_sites
+from kprefix.backbones import attention_sites, gpt2
 from kprefix.prefix import generators
 from kprefix.prefix.attention import install_prefix, uninstall_prefix
 
@@ -45,6 +46,7 @@ class PrefixTuning(keras.layers.Layer):
             of_kind = [site for site in sites if site.kind == kind]
             chosen += [of_kind[i] for i in config.layer_indices(len(of_kind))]
         self.site_names = [site.name for site in chosen]
+        own = _word_key_values(backbone, config) if not folded else None
         trunks = {}
         self.generators = []
         for n, site in enumerate(chosen):
@@ -55,10 +57,19 @@ class PrefixTuning(keras.layers.Layer):
                 if folded:
                     generator = _folded_generator(site, config)
                 else:
-                    generator = _make_generator(site, config, trunks, site_seed)
+                    initial = None if own is None else own[site.index]
+                    generator = _make_generator(site, config, trunks, site_seed, initial)
             self.generators.append(generator)
             install_prefix(site.attention, generator.prefixes)
         object.__setattr__(self, "_sites", chosen)
+        object.__setattr__(self, "_backbone", backbone)
+        self.position_shift = config.position_shift
+        if self.position_shift:
+            if not isinstance(backbone, keras_hub.models.GPT2Backbone):
+                raise ValueError(
+                    "prefix position offset 'P' shifts GPT-2 position ids; "
+                    f"{type(backbone).__name__} has none to shift. Use position offset 0.")
+            gpt2.install_position_offset(backbone, self.position_shift)
         self.built = True
 
     def prefix_values(self):
@@ -80,6 +91,8 @@ class PrefixTuning(keras.layers.Layer):
         """Detaches the prefixes: the backbone computes exactly as before."""
         for site in self._sites:
             uninstall_prefix(site.attention)
+        if self.position_shift:
+            gpt2.install_position_offset(self._backbone, 0)
 
 
 def _shape_kwargs(site, config):
@@ -98,12 +111,24 @@ def _folded_generator(site, config):
                                     trainable=False)
 
 
-def _make_generator(site, config, trunks, seed):
+def _word_key_values(backbone, config):
+    """Per-layer (key, value) of the init tokens for the 'word' initializer, else None."""
+    if config.initializer != "word":
+        return None
+    if not isinstance(backbone, keras_hub.models.GPT2Backbone):
+        raise ValueError("the 'word' prefix initializer reads GPT-2's own keys and values; "
+                         f"{type(backbone).__name__} is not supported.")
+    return gpt2.own_key_values(backbone, config.init_token_ids)
+
+
+def _make_generator(site, config, trunks, seed, initial=None):
     kwargs = _shape_kwargs(site, config)
     init = dict(initializer=config.initializer, init_scale=config.init_scale, seed=seed)
     variant = config.variant
     if variant == "no_share":
-        return generators.NoSharePrefix(**kwargs, **init, dropout=config.dropout)
+        initial_key, initial_value = initial if initial is not None else (None, None)
+        return generators.NoSharePrefix(**kwargs, **init, dropout=config.dropout,
+                                        initial_key=initial_key, initial_value=initial_value)
     if variant == "deep_share":
         embedding_dim = config.embedding_dim or site.hidden_dim
         trunk = None

@@ -1,7 +1,11 @@
 """Token features for training the language models on (source, target) text.
 
 GPT-2 (table-to-text) trains on `source <eos> target <eos>` with the loss on
-the target and its end token only. BART (summarization) uses keras-hub's own
+the target and its end token only. With `reference_framing` the texts are
+framed as Li & Liang's data-to-text datasets build them,
+`' {source} <eos> {target} <eos>'` tokenized whole: each side gets a leading
+and a trailing space (the latter its own token before `<eos>`), and prompts
+for generation are `' {source} <eos>'`. BART (summarization) uses keras-hub's own
 `BartSeq2SeqLMPreprocessor` (source to the encoder, target to the decoder).
 All outputs have fixed shapes, as XLA and TPUs need. The functions run in a
 graph (a `tf.data` map or a `tf.function`), where keras-hub tokenizers return
@@ -24,16 +28,20 @@ import keras_hub
 import tensorflow as tf
 
 
-def causal_lm_features(tokenizer, sources, targets, sequence_length):
+def causal_lm_features(tokenizer, sources, targets, sequence_length, reference_framing=False):
     """`(x, labels, sample_weight)` for a batch of source and target strings.
 
     The sequence is truncated to `sequence_length + 1` tokens, then split into
     inputs and next-token labels. Weights are 1 where the label is a target
-    token or the final end token.
+    token or the final end token. `reference_framing`: see the module doc.
     """
     end = tokenizer.end_token_id
-    source = tokenizer(sources)
-    target = tokenizer(tf.strings.join([" ", targets]))
+    if reference_framing:
+        source = tokenizer(tf.strings.join([" ", sources, " "]))
+        target = tokenizer(tf.strings.join([" ", targets, " "]))
+    else:
+        source = tokenizer(sources)
+        target = tokenizer(tf.strings.join([" ", targets]))
     batch = source.nrows()
     end_column = tf.fill([batch, 1], tf.cast(end, source.dtype))
     end_column = tf.RaggedTensor.from_tensor(end_column)
@@ -49,9 +57,11 @@ def causal_lm_features(tokenizer, sources, targets, sequence_length):
     return x, sequence[:, 1:], tf.cast(is_target[:, 1:], tf.float32)
 
 
-def prompt_features(tokenizer, sources, source_length):
+def prompt_features(tokenizer, sources, source_length, reference_framing=False):
     """Left-aligned prompts `source <eos>` for generation, and their lengths."""
     end = tokenizer.end_token_id
+    if reference_framing:
+        sources = tf.strings.join([" ", sources, " "])
     source = tokenizer(sources)[:, : source_length - 1]
     end_column = tf.RaggedTensor.from_tensor(tf.fill([source.nrows(), 1], tf.cast(end, source.dtype)))
     prompt = tf.concat([source, end_column], axis=1)

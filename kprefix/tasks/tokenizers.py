@@ -52,3 +52,16 @@ def load_tokenizer(backbone_name):
             return byte_level_bart_tokenizer()
         raise ValueError(f"--backbone={backbone_name!r} is not a language model.")
     return keras_hub.tokenizers.Tokenizer.from_preset(backbone_name)
+
+
+def prefix_init_token_ids(tokenizer, text):
+    """The token ids of `text` with a leading space, what `--prefix_init=word` starts from.
+
+    Li & Liang tokenize the init word with `add_prefix_space=True`, so
+    "summarize" is read as " summarize".
+    """
+    import numpy as np
+
+    if not text or not text.strip():
+        raise ValueError("--prefix_init_text is empty; give a word such as 'summarize'.")
+    return tuple(int(i) for i in np.asarray(tokenizer(" " + text.lstrip(" "))))
