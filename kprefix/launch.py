@@ -53,6 +53,9 @@ flags.DEFINE_string("train_split", None, "Training split (default per dataset fa
 flags.DEFINE_string("eval_split", None, "Evaluation split (default per dataset family).")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data directory (local or gs://).")
 flags.DEFINE_string("manual_dir", None, "Folder of manually downloaded archives.")
+flags.DEFINE_enum("image_normalization", "imagenet", ["imagenet", "preset"],
+                  "Images (vtab/, fgvc/): normalize with the ImageNet mean and std, as the "
+                  "VPT protocol does, or with the --backbone preset's own image converter.")
 flags.DEFINE_string("text_data_dir", None,
                     "Folder holding e2e/, webnlg2017/ and xsum/ (default: $KPREFIX_SHARED_DATA, "
                     "else ../shared/data).")
