@@ -12,7 +12,6 @@ weights are `(in, out)`).
 import json
 import os
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
