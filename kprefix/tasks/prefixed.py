@@ -13,7 +13,6 @@ Example:
 (True, 2)
 """
 
-
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
 
