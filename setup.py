@@ -20,6 +20,7 @@ setup(
         "tensorflow-text>=2.21,<2.22",
         "keras>=3.10,<4",
         "keras-hub>=0.32,<0.33",
+        "safetensors>=0.4",  # Hugging Face checkpoints (keras-hub converts them)
         "tensorflow-datasets>=4.9.10,<5",
         "tensorboard>=2.20",
         "absl-py>=2.1",

@@ -91,6 +91,9 @@ flags.DEFINE_string("split_file", None,
                     "FGVC: VPT's released split (a folder with train.json and val.json, each "
                     "mapping image path to class) or one JSON file with 'train' and 'val' lists. "
                     "Default: a fixed-seed 10% hold-out of the official train split.")
+flags.DEFINE_enum("image_normalization", "imagenet", ["imagenet", "preset"],
+                  "Images (vtab/, fgvc/): normalize with the ImageNet mean and std, as the "
+                  "VPT protocol does, or with the --backbone preset's own image converter.")
 flags.DEFINE_string("text_data_dir", None,
                     "Folder holding e2e/, webnlg2017/ and xsum/ (default: $KPREFIX_SHARED_DATA, "
                     "else ../shared/data).")

@@ -3,8 +3,12 @@
 A backbone is named by a built-in small config (`vit_tiny`, `gpt2_tiny`,
 `bart_tiny`, and the random-weight `vit_b16_random` used by benchmarks), a
 keras-hub preset name (e.g. `vit_base_patch16_224_imagenet21k`,
-`gpt2_medium_en`, `bart_large_en`), or a local preset directory (what
-`keras_hub` saved after one download, for offline runs).
+`gpt2_medium_en`, `bart_large_en`), a hub handle (`hf://openai-community/gpt2`,
+`hf://google/vit-base-patch16-224-in21k`, `kaggle://keras/gpt2/keras/gpt2_base_en`),
+or a local folder: a keras-hub preset (what `save_to_preset` wrote) or a
+Hugging Face checkpoint (`config.json` + `model.safetensors`, as
+`save_pretrained` writes it). Hugging Face GPT-2, BART and ViT checkpoints are
+converted by keras-hub's own converters (`kprefix.backbones.hub`).
 
 Example:
 
@@ -19,7 +23,7 @@ import os
 
 import keras_hub
 
-from kprefix.backbones import bart, gpt2, vit
+from kprefix.backbones import bart, gpt2, hub, vit
 
 BUILT_IN = {
     "vit_tiny": (
@@ -69,16 +73,6 @@ def _without_dropout(cls, dropout):
     return {} if dropout else {argument: 0.0 for argument in DROPOUT_ARGUMENTS[cls]}
 
 
-def _preset_class(preset_dir):
-    with open(os.path.join(preset_dir, "config.json")) as f:
-        class_name = json.load(f).get("class_name", "")
-    for cls in FAMILIES:
-        if cls.__name__ == class_name:
-            return cls
-    raise ValueError(f"--backbone={preset_dir!r} holds a {class_name or 'unknown'} preset; "
-                     f"kprefix knows {', '.join(c.__name__ for c in FAMILIES)}.")
-
-
 def build_backbone(name, dtype=None, seed=0, dropout=True):
     """Builds (or loads) the backbone called `name`; see the module doc.
 
@@ -92,24 +86,41 @@ def build_backbone(name, dtype=None, seed=0, dropout=True):
 
         keras.utils.set_random_seed(seed)
         return cls(**kwargs, **_without_dropout(cls, dropout), dtype=dtype)
-    if os.path.isdir(name):
-        if not os.path.exists(os.path.join(name, "config.json")):
+    if os.path.isdir(name) or hub.is_hub_handle(name) or name in _known_presets():
+        if os.path.isdir(name) and not os.path.exists(os.path.join(name, "config.json")):
             raise ValueError(
-                f"--backbone={name!r} is a directory but not a keras-hub preset "
-                "(no config.json). Save one with `backbone.save_to_preset(dir)`."
+                f"--backbone={name!r} is a directory but holds no config.json: neither a "
+                "keras-hub preset (save one with `backbone.save_to_preset(dir)`) nor a "
+                "Hugging Face checkpoint (`model.save_pretrained(dir)`)."
             )
-        overrides = _without_dropout(_preset_class(name), dropout)
-        return keras_hub.models.Backbone.from_preset(name, dtype=dtype, **overrides)
-    for cls in FAMILIES:
-        if name in cls.presets:
-            return keras_hub.models.Backbone.from_preset(name, dtype=dtype,
-                                                         **_without_dropout(cls, dropout))
+        cls = check_supported(name)
+        family = next(known for known in FAMILIES if issubclass(cls, known))
+        return hub.load_backbone(name, dtype=dtype, **_without_dropout(family, dropout))
     raise ValueError(
         f"Unknown --backbone={name!r}. Use a built-in config "
         f"({', '.join(BUILT_IN)}), a keras-hub preset of ViT, GPT-2 or BART "
-        f"(e.g. vit_base_patch16_224_imagenet21k, gpt2_medium_en, bart_large_en) "
-        "or a local preset directory."
+        f"(e.g. vit_base_patch16_224_imagenet21k, gpt2_medium_en, bart_large_en), "
+        "a hub handle (hf://owner/name, kaggle://owner/model/keras/variant) "
+        "or a local keras-hub preset or Hugging Face checkpoint folder."
     )
+
+
+def check_supported(name):
+    """The backbone class behind preset or handle `name`, if kprefix supports it.
+
+    Reads only `config.json`; raises `ValueError` naming the family otherwise.
+    """
+    cls = hub.backbone_class(name)
+    if not any(issubclass(cls, known) for known in FAMILIES):
+        raise ValueError(
+            f"--backbone={name!r} is a {cls.__name__}; kprefix puts prefixes into "
+            f"{', '.join(c.__name__ for c in FAMILIES)} only."
+        )
+    return cls
+
+
+def _known_presets():
+    return {p for cls in FAMILIES for p in cls.presets}
 
 
 def family_of(backbone):

@@ -1,5 +1,6 @@
 """Image classification: ViT + prefixes + linear head on digits, VTAB or FGVC."""
 
+import dataclasses
 import os
 import time
 
@@ -12,6 +13,7 @@ from kprefix.experiments.common import (check_batching, compile_for_training,
                                         count_parameters, strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
+from kprefix.tasks.image_preprocessors import preset_preprocessor, renormalizer
 from kprefix.workdir import this_task
 
 
@@ -30,6 +32,8 @@ def run(FLAGS, prefix_config):
         )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--dataset={FLAGS.dataset!r}: {error}") from None
+    if FLAGS.image_normalization == "preset":
+        data = _with_preset_normalization(data, FLAGS)
     check_batching(FLAGS, strategy, data.steps_per_epoch)
 
     with strategy.scope():
@@ -72,3 +76,22 @@ def run(FLAGS, prefix_config):
         export_image_classifier(model, export_dir, writer=chief)
         results["export_dir"] = export_dir
     return results, summary
+
+
+def _with_preset_normalization(data, FLAGS):
+    """`data` normalized by the backbone preset's image converter instead."""
+    if FLAGS.dataset == "digits":
+        raise app.UsageError("--image_normalization=preset: the digits images are already "
+                             "scaled to [-1, 1]; use a vtab/ or fgvc/ dataset.")
+    try:
+        converter = preset_preprocessor(FLAGS.backbone).image_converter
+    except ValueError as error:
+        raise app.UsageError(f"--image_normalization=preset: {error}") from None
+    renormalize = renormalizer(converter)
+    make_epoch, eval_dataset = data.make_epoch, data.eval_dataset
+
+    def renormalized(dataset):
+        return dataset.map(lambda images, labels: (renormalize(images), labels))
+
+    return dataclasses.replace(data, make_epoch=lambda epoch: renormalized(make_epoch(epoch)),
+                               eval_dataset=renormalized(eval_dataset))

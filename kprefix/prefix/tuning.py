@@ -5,6 +5,12 @@ variables (so a task model that tracks it trains and checkpoints them,
 reparameterization MLP included), and installs each one into its attention
 layer. The backbone itself is frozen and unchanged.
 
+Given a keras-hub task (e.g. a stock `keras_hub.models.GPT2CausalLM`), the
+container freezes the task's backbone and attaches itself to the task as
+`task.prefix`, so `task.fit` trains the prefixes and `task.save_weights`
+keeps them. Given a backbone that a model already uses, it refuses: that
+model would not track the prefix variables and would train nothing of them.
+
 Example:
 
 >>> from kprefix.backbones import build_backbone
@@ -28,7 +34,9 @@ class PrefixTuning(keras.layers.Layer):
     """Prefix generators for the sites of `backbone` chosen by `config`.
 
     Args:
-        backbone: a built keras-hub ViT, GPT-2 or BART backbone.
+        backbone: a built keras-hub ViT, GPT-2 or BART backbone not yet used
+            by a model (the caller tracks this layer, as the `kprefix.tasks`
+            models do), or a keras-hub task holding one (see module doc).
         config: a `PrefixConfig`.
         folded: build constant, non-trainable prefixes (what `fold_into`
             fills in) instead of the configured generators.
@@ -38,6 +46,7 @@ class PrefixTuning(keras.layers.Layer):
     def __init__(self, backbone, config, folded=False, seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        task, backbone = _task_and_backbone(backbone)
         self.config = config
         self.folded = folded
         sites = attention_sites(backbone)
@@ -71,6 +80,8 @@ class PrefixTuning(keras.layers.Layer):
                     f"{type(backbone).__name__} has none to shift. Use position offset 0.")
             gpt2.install_position_offset(backbone, self.position_shift)
         self.built = True
+        if task is not None:
+            task.prefix = self
 
     def prefix_values(self):
         """`{site name: (key, value)}` as NumPy arrays, in inference mode."""
@@ -160,3 +171,25 @@ def _make_generator(site, config, trunks, seed, initial=None):
             dropout=config.dropout, **init,
         )
     raise ValueError(f"Unknown prefix variant {variant!r}.")
+
+
+def _task_and_backbone(target):
+    """`(task or None, backbone)` of what `PrefixTuning` was given."""
+    import keras_hub
+
+    if isinstance(target, keras_hub.models.Task):
+        if isinstance(getattr(target, "prefix", None), PrefixTuning):
+            raise ValueError(
+                f"{type(target).__name__} already has a prefix; call `task.prefix.uninstall()` "
+                "and remove it before adding another."
+            )
+        target.backbone.trainable = False
+        return target, target.backbone
+    if getattr(target, "_inbound_nodes", None):
+        raise ValueError(
+            f"This {type(target).__name__} is already part of a model, which would not "
+            "track the prefix variables: training would leave them unchanged. Pass the "
+            "keras-hub task itself (`PrefixTuning(task, config)`), or use a kprefix task "
+            "(PrefixImageClassifier, PrefixGPT2CausalLM, PrefixBartSeq2SeqLM)."
+        )
+    return None, target

@@ -1,4 +1,9 @@
-"""`PrefixImageClassifier`: frozen ViT + prefixes + a linear head on [CLS].
+"""`PrefixImageClassifier`: keras-hub's `ViTImageClassifier` with prefixes.
+
+The backbone is frozen with prefixes in its attention layers; a linear head on
+the class token ([CLS], keras-hub's `pooling="token"`) gives float32 logits.
+Being keras-hub's own task, it has `from_preset`, `save_to_preset`, a
+preprocessor, and saves to `.keras` files.
 
 Example:
 
@@ -15,8 +20,10 @@ Example:
 import math
 
 import keras
+import keras_hub
 
-from kprefix.tasks.prefixed import PrefixedTaskMixin, deserialize_backbone, make_prefix
+from kprefix.tasks.image_preprocessors import image_preprocessor
+from kprefix.tasks.prefixed import PrefixedKerasHubTask
 
 
 HEAD_INITIALIZERS = ("glorot", "kaiming_normal_fan_out")
@@ -43,7 +50,7 @@ def head_initializers(name, seed=None):
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
-class PrefixImageClassifier(PrefixedTaskMixin, keras.Model):
+class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClassifier):
     """Image classifier with a frozen backbone; only prefixes and head train.
 
     Args:
@@ -54,34 +61,88 @@ class PrefixImageClassifier(PrefixedTaskMixin, keras.Model):
         folded: build constant prefixes instead of generators (see `fold`).
         seed: seed of the prefix and head initializers.
         head_init: `glorot` or `kaiming_normal_fan_out` (see `head_initializers`).
+        preprocessor: `None` (inputs are images already normalized, as the
+            training pipelines make them) or a keras-hub
+            `ViTImageClassifierPreprocessor` (see
+            `kprefix.tasks.image_preprocessors`), applied by `fit`,
+            `predict` and `evaluate` to raw images.
+        **kwargs: further `ViTImageClassifier` arguments (`pooling`,
+            `dropout`, `name`, ...).
     """
 
     def __init__(self, backbone, num_classes, prefix_config=None, folded=False, seed=None,
-                 head_init="glorot", **kwargs):
-        super().__init__(**kwargs)
-        backbone = deserialize_backbone(backbone)
-        self.backbone = backbone
-        prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
-        self._keep_prefix(prefix, prefix_config, folded, seed)
-        self.num_classes = int(num_classes)
+                 preprocessor=None, head_init="glorot", **kwargs):
+        kwargs.setdefault("activation", None)
+        kwargs.setdefault("head_dtype", "float32")
+        super().__init__(backbone=backbone, num_classes=int(num_classes),
+                         preprocessor=preprocessor, prefix_config=prefix_config, folded=folded,
+                         seed=seed, **kwargs)
         self.head_init = head_init
         kernel_init, bias_init = head_initializers(head_init, seed)
-        self.head = keras.layers.Dense(
-            self.num_classes, dtype="float32", name="head",
-            kernel_initializer=kernel_init, bias_initializer=bias_init,
-        )
-        self.head.build((None, backbone.hidden_dim))
-        self.built = True
+        for variable, initializer in ((self.output_dense.kernel, kernel_init),
+                                      (self.output_dense.bias, bias_init)):
+            variable.assign(initializer(variable.shape, variable.dtype))
 
-    def call(self, images, training=None):
-        features = self.backbone(images, training=training)
-        return self.head(features[:, 0])
+    @property
+    def head(self):
+        """The linear classification layer."""
+        return self.output_dense
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
-            "head_init": self.head_init,
-            **self._prefix_config_entries(),
-        }
+        return {**super().get_config(), "head_init": self.head_init}
+
+    @classmethod
+    def from_preset(cls, preset, num_classes=None, prefix_config=None,
+                    image_normalization="imagenet", dtype=None, seed=None, **kwargs):
+        """A classifier on the ViT that `preset` names, or a saved classifier.
+
+        Args:
+            preset: anything `kprefix.backbones.build_backbone` takes (a
+                keras-hub preset, `hf://...`, `kaggle://...`, a local keras-hub
+                preset or Hugging Face checkpoint folder, a built-in name), or
+                a folder where `save_to_preset` wrote a `PrefixImageClassifier`
+                (then it comes back whole: prefixes, head and preprocessor).
+            num_classes: classes of the new head; leave out to restore a saved
+                classifier.
+            prefix_config: a `PrefixConfig`, or `None` for linear probing.
+            image_normalization: `imagenet` (the VPT protocol) or `preset`
+                (the preset's own image converter).
+            dtype: dtype policy of the backbone.
+            seed: seed of the prefix and head initializers.
+
+        Example:
+
+        >>> import tempfile
+        >>> from kprefix.prefix import PrefixConfig
+        >>> model = PrefixImageClassifier.from_preset(
+        ...     "vit_tiny", num_classes=3, prefix_config=PrefixConfig(length=2))
+        >>> folder = tempfile.mkdtemp()
+        >>> model.save_to_preset(folder)
+        >>> PrefixImageClassifier.from_preset(folder).prefix_config.length
+        2
+        """
+        if num_classes is None:
+            if not _is_saved_classifier(preset, cls):
+                raise ValueError(
+                    f"{preset!r} holds no saved {cls.__name__}: pass num_classes to put a "
+                    "new head on its backbone."
+                )
+            return super().from_preset(preset, dtype=dtype, **kwargs)
+        from kprefix.backbones import build_backbone
+
+        backbone = build_backbone(preset, dtype=dtype, seed=0 if seed is None else seed)
+        preprocessor = image_preprocessor(preset, image_normalization, backbone.image_shape[0])
+        return cls(backbone, num_classes, prefix_config, seed=seed, preprocessor=preprocessor,
+                   **kwargs)
+
+
+def _is_saved_classifier(preset, cls):
+    from keras_hub.src.utils import preset_utils
+
+    try:
+        if not preset_utils.check_file_exists(preset, preset_utils.TASK_CONFIG_FILE):
+            return False
+    except ValueError:  # Not a preset at all, e.g. a built-in config name.
+        return False
+    config = preset_utils.load_json(preset, preset_utils.TASK_CONFIG_FILE)
+    return issubclass(preset_utils.check_config_class(config), cls)

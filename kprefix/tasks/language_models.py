@@ -23,27 +23,14 @@ Example:
 import keras
 import keras_hub
 
-from kprefix.tasks.prefixed import PrefixedTaskMixin, make_prefix
-
-
-class _PrefixedKerasHubTask(PrefixedTaskMixin):
-    """A keras-hub task whose backbone takes prefixes before the task is built."""
-
-    def __init__(self, backbone, preprocessor=None, prefix_config=None, folded=False,
-                 seed=None, **kwargs):
-        prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
-        super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
-        self._keep_prefix(prefix, prefix_config, folded, seed)
-
-    def get_config(self):
-        return {**super().get_config(), **self._prefix_config_entries()}
+from kprefix.tasks.prefixed import PrefixedKerasHubTask
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
-class PrefixGPT2CausalLM(_PrefixedKerasHubTask, keras_hub.models.GPT2CausalLM):
+class PrefixGPT2CausalLM(PrefixedKerasHubTask, keras_hub.models.GPT2CausalLM):
     """`GPT2CausalLM` with prefixes in its decoder self-attention."""
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
-class PrefixBartSeq2SeqLM(_PrefixedKerasHubTask, keras_hub.models.BartSeq2SeqLM):
+class PrefixBartSeq2SeqLM(PrefixedKerasHubTask, keras_hub.models.BartSeq2SeqLM):
     """`BartSeq2SeqLM` with encoder, decoder and cross-attention prefixes."""

@@ -13,8 +13,6 @@ Example:
 (True, 2)
 """
 
-import keras
-
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
 
@@ -62,6 +60,32 @@ class PrefixedTaskMixin:
         return folded
 
 
+class PrefixedKerasHubTask(PrefixedTaskMixin):
+    """A keras-hub task whose backbone takes prefixes before the task is built.
+
+    Mixed in front of a keras-hub task class (`GPT2CausalLM`,
+    `BartSeq2SeqLM`, `ViTImageClassifier`): the prefixes are installed into
+    the backbone's attention layers, then the task wires the backbone as
+    keras-hub does, so `fit`, `generate`, `predict`, presets and `.keras`
+    saving are keras-hub's own.
+    """
+
+    def __init__(self, backbone, preprocessor=None, prefix_config=None, folded=False,
+                 seed=None, **kwargs):
+        prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
+        super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
+        self._keep_prefix(prefix, prefix_config, folded, seed)
+
+    def get_config(self):
+        return {**super().get_config(), **self._prefix_config_entries()}
+
+    @classmethod
+    def from_config(cls, config):
+        if isinstance(config.get("backbone"), dict):
+            config = dict(config, backbone=_without_trainable(config["backbone"]))
+        return super().from_config(config)
+
+
 def make_prefix(backbone, prefix_config, folded=False, seed=None):
     """Freezes `backbone` and installs its prefixes.
 
@@ -82,11 +106,9 @@ def _is_prefix_weight(model, weight):
     return model.prefix is not None and any(weight is w for w in model.prefix.weights)
 
 
-def deserialize_backbone(backbone):
-    if isinstance(backbone, dict):
-        # A saved `trainable: False` would be applied before the backbone's
-        # sublayers exist and not reach them; `_attach_prefix` freezes it.
-        config = dict(backbone, config={k: v for k, v in backbone["config"].items()
-                                        if k != "trainable"})
-        return keras.saving.deserialize_keras_object(config)
-    return backbone
+def _without_trainable(backbone_config):
+    # A saved `trainable: False` would be applied before the backbone's
+    # sublayers exist and not reach them (ViT's then stay trainable);
+    # `make_prefix` freezes the rebuilt backbone instead.
+    inner = {k: v for k, v in backbone_config["config"].items() if k != "trainable"}
+    return dict(backbone_config, config=inner)

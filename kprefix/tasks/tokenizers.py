@@ -1,6 +1,9 @@
 """Tokenizers for the language backbones.
 
-A keras-hub preset (or local preset folder) brings its own tokenizer. The
+A backbone loaded from a keras-hub preset, a hub handle (`hf://...`,
+`kaggle://...`) or a local folder brings its own tokenizer, read from the same
+handle (a Hugging Face GPT-2 or BART checkpoint: `vocab.json` and
+`merges.txt`, through keras-hub's converters). The
 built-in tiny configs use a small byte-level BPE made here: every byte is a
 token (so any text round-trips) plus a few merges, in the same keras-hub
 tokenizer classes, so that tests and offline runs exercise the real
@@ -51,6 +54,12 @@ def load_tokenizer(backbone_name):
         if cls is keras_hub.models.BartBackbone:
             return byte_level_bart_tokenizer()
         raise ValueError(f"--backbone={backbone_name!r} is not a language model.")
+    from kprefix.backbones import check_supported
+
+    cls = check_supported(backbone_name)
+    if not issubclass(cls, (keras_hub.models.GPT2Backbone, keras_hub.models.BartBackbone)):
+        raise ValueError(f"--backbone={backbone_name!r} is a {cls.__name__}, not a language "
+                         "model: it has no tokenizer.")
     return keras_hub.tokenizers.Tokenizer.from_preset(backbone_name)
 
 

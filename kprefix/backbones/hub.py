@@ -1,0 +1,124 @@
+"""Backbones from model hubs: keras-hub presets and Hugging Face checkpoints.
+
+A handle is anything keras-hub's `from_preset` reads: `hf://owner/name`,
+`kaggle://owner/model/keras/variant[/version]`, a preset name, or a local
+folder. A folder (or hub repository) holds either a keras-hub preset (its
+`config.json` names a keras-hub class) or a Hugging Face `transformers`
+checkpoint (`config.json` with a `model_type`, and `model.safetensors` or a
+sharded `model.safetensors.index.json`).
+
+Hugging Face checkpoints of GPT-2, BART and ViT go through keras-hub's own
+converters (`keras_hub/src/utils/transformers/convert_*.py`). The only thing
+added here is key lookup for checkpoints saved from the bare base model
+(`ViTModel` writes `embeddings.cls_token`, where keras-hub's ViT converter
+asks for the `ViTForImageClassification` name `vit.embeddings.cls_token`).
+
+Example (a keras-hub preset saved to a folder, read back by its path):
+
+>>> import tempfile, keras_hub
+>>> from kprefix.backbones import build_backbone
+>>> from kprefix.backbones.hub import backbone_class
+>>> folder = tempfile.mkdtemp()
+>>> build_backbone("gpt2_tiny").save_to_preset(folder)
+>>> backbone_class(folder).__name__
+'GPT2Backbone'
+"""
+
+import keras_hub
+from keras_hub.src.utils import preset_utils
+from keras_hub.src.utils.transformers import convert_bart, convert_gpt2, convert_vit
+from keras_hub.src.utils.transformers.safetensor_utils import SafetensorLoader
+
+# Hugging Face `model_type` -> keras-hub converter, for the families kprefix
+# knows where to put prefixes.
+CONVERTERS = {"gpt2": convert_gpt2, "bart": convert_bart, "vit": convert_vit}
+
+SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
+
+
+def is_hub_handle(name):
+    """Whether `name` is a hub URI (`hf://...`, `kaggle://...`, ...)."""
+    return isinstance(name, str) and name.lower().startswith(SCHEMES)
+
+
+def transformers_config(handle):
+    """The Hugging Face `config.json` of `handle`, or `None` for a keras-hub preset."""
+    config = preset_utils.load_json(handle, preset_utils.CONFIG_FILE)
+    return config if "model_type" in config else None
+
+
+def backbone_class(handle):
+    """The keras-hub backbone class `handle` loads into; reads `config.json` only.
+
+    Raises `ValueError` naming the model type when keras-hub has no converter
+    for a Hugging Face checkpoint, or when the checkpoint is of a family
+    kprefix cannot put prefixes into.
+    """
+    config = transformers_config(handle)
+    if config is None:
+        return preset_utils.get_preset_loader(handle).check_backbone_class()
+    model_type = config["model_type"]
+    if model_type in CONVERTERS:
+        return CONVERTERS[model_type].backbone_cls
+    try:
+        other = preset_utils.get_preset_loader(handle).check_backbone_class()
+    except ValueError:
+        raise ValueError(
+            f"{handle!r} is a Hugging Face checkpoint of model_type {model_type!r}, and "
+            f"keras-hub {keras_hub.__version__} has no converter for it. kprefix loads "
+            f"Hugging Face {', '.join(CONVERTERS)} checkpoints."
+        ) from None
+    raise ValueError(
+        f"{handle!r} is a Hugging Face {model_type!r} checkpoint; keras-hub converts it "
+        f"to {other.__name__}, but kprefix puts prefixes only into "
+        f"{', '.join(c.backbone_cls.__name__ for c in CONVERTERS.values())} "
+        f"(Hugging Face model types {', '.join(CONVERTERS)})."
+    )
+
+
+def load_backbone(handle, dtype=None, **overrides):
+    """The backbone at `handle`, weights loaded (see the module doc).
+
+    `overrides` replace constructor arguments (dropout rates, say).
+    """
+    config = transformers_config(handle)
+    if config is None:
+        return keras_hub.models.Backbone.from_preset(handle, dtype=dtype, **overrides)
+    backbone_class(handle)  # Fails early, naming the model type.
+    converter = CONVERTERS[config["model_type"]]
+    _check_safetensors(handle)
+    arguments = {**converter.convert_backbone_config(config), **overrides}
+    backbone = converter.backbone_cls(**arguments, dtype=dtype)
+    with BaseModelSafetensorLoader(handle) as loader:
+        converter.convert_weights(backbone, loader, config)
+    return backbone
+
+
+def _check_safetensors(handle):
+    for name in (preset_utils.SAFETENSOR_CONFIG_FILE, preset_utils.SAFETENSOR_FILE):
+        if preset_utils.check_file_exists(handle, name):
+            return
+    raise ValueError(
+        f"{handle!r} has a Hugging Face config.json but no {preset_utils.SAFETENSOR_FILE} "
+        f"(or {preset_utils.SAFETENSOR_CONFIG_FILE}); keras-hub reads safetensors "
+        "weights only. Save the model with `save_pretrained(dir, safe_serialization=True)`."
+    )
+
+
+class BaseModelSafetensorLoader(SafetensorLoader):
+    """keras-hub's loader, which also finds keys saved without the task prefix.
+
+    A converter may ask for `vit.encoder.layer.0...` (the name inside
+    `ViTForImageClassification`); a checkpoint saved from `ViTModel` stores
+    `encoder.layer.0...`. keras-hub's own lookup already handles the opposite
+    case (a converter asking `h.0...` of a `transformer.h.0...` checkpoint).
+    """
+
+    def get_prefixed_key(self, hf_weight_key, dict_like):
+        key = super().get_prefixed_key(hf_weight_key, dict_like)
+        keys = dict_like.keys()
+        if key not in keys:
+            _, _, without_prefix = hf_weight_key.partition(".")
+            if without_prefix in keys:
+                return without_prefix
+        return key
