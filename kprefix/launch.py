@@ -3,8 +3,10 @@
     python -m kprefix.launch --flagfile=configs/quickstart.cfg
     python -m kprefix.launch --flagfile=configs/quickstart.cfg \\
         --backbone=vit_base_patch16_224_imagenet21k --dataset=vtab/cifar100
+    kprefix-launch --config=vtab/deep_cifar100 --prefix_variant=no_share
 
-Flags may come from flagfiles and be overridden on the command line; see
+Flags may come from flagfiles (`--flagfile=PATH`, or `--config=NAME` for a
+config installed with kprefix) and be overridden on the command line; see
 `--helpfull`. The run writes, under `--workdir`: `checkpoints/` (one per
 epoch; a restarted run resumes from the newest), `tensorboard/`, `export/`
 (the folded SavedModel) and `results.json` (final metrics and every flag).
@@ -15,37 +17,28 @@ import sys
 
 from absl import app, flags
 
-from kprefix.prefix.config import ACTIVATIONS, INITIALIZERS, VARIANTS, PrefixConfig
+from kprefix import cli, logs
+from kprefix.flag_help import group
+from kprefix.prefix import flags as prefix_flags
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_string("config", None,
+                    "Name of a config installed with kprefix, read like a flagfile: "
+                    "'quickstart', 'vtab/deep_cifar100', 'nlg/e2e', ... (configs/NAME.cfg).")
 flags.DEFINE_enum("task", "image_classification",
                   ["image_classification", "table_to_text", "summarization"],
                   "What to train: a ViT classifier, GPT-2 table-to-text (E2E, WebNLG) or "
                   "BART summarization (XSUM).")
 
-# Model.
+group("Model")
 flags.DEFINE_string("backbone", "vit_tiny",
                     "Built-in config (vit_tiny, vit_b16_random, ...), keras-hub preset "
                     "name, or local preset directory.")
-flags.DEFINE_enum("prefix_variant", "deep_share", VARIANTS, "Key/value sharing structure.")
-flags.DEFINE_string("prefix_placement", "deep",
-                    "'shallow' (first layer), 'deep' (all layers) or comma-separated "
-                    "layer indices.")
-flags.DEFINE_integer("prefix_length", 10, "Prefix vectors per attention layer.")
-flags.DEFINE_integer("prefix_mlp_hidden", 48, "Deep-share MLP hidden width.")
-flags.DEFINE_enum("prefix_mlp_activation", "tanh", ACTIVATIONS, "Deep-share MLP activation.")
-flags.DEFINE_bool("prefix_share_across_layers", False,
-                  "Deep-share: one P' and first MLP layer for all layers.")
-flags.DEFINE_integer("prefix_embedding_dim", None,
-                     "Width of P' (Deep-share) or p (one-layer share); default hidden size.")
-flags.DEFINE_enum("prefix_key_activation", "tanh", ACTIVATIONS, "one_layer_share s1.")
-flags.DEFINE_enum("prefix_value_activation", "sigmoid", ACTIVATIONS, "one_layer_share s2.")
-flags.DEFINE_enum("prefix_init", "xavier_uniform", INITIALIZERS, "Prefix initializer.")
-flags.DEFINE_float("prefix_init_scale", 0.02, "Std of the 'normal' prefix initializer.")
-flags.DEFINE_float("prefix_dropout", 0.0, "Dropout on generated prefixes in training.")
+# The --prefix_* flags, one per PrefixConfig field (kprefix/prefix/config.py).
+prefix_flags.define_prefix_flags()
 
-# Data.
+group("Data")
 flags.DEFINE_string("dataset", "digits",
                     "Images: 'digits', 'vtab/<task>' or 'fgvc/<dataset>'; "
                     "text: 'e2e', 'webnlg' or 'xsum'.")
@@ -61,14 +54,14 @@ flags.DEFINE_integer("max_eval_examples", 0, "Text: evaluate the first N inputs 
 flags.DEFINE_integer("source_length", 64, "Text: source tokens (XSUM: 512).")
 flags.DEFINE_integer("target_length", 64, "Text: target tokens in training.")
 
-# Decoding.
+group("Decoding")
 flags.DEFINE_integer("num_beams", 5, "Beam width (1: greedy).")
 flags.DEFINE_integer("max_new_tokens", 100, "Most generated tokens (XSUM: 61, max length 62).")
 flags.DEFINE_integer("min_new_tokens", 5, "Fewest generated tokens before the end token.")
 flags.DEFINE_float("length_penalty", 1.0, "Score = log-prob / length ** length_penalty.")
 flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 
-# Optimization.
+group("Optimization")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD+momentum (vision) or AdamW.")
 flags.DEFINE_float("learning_rate", 0.1,
                    "Base learning rate (SGD: scaled by batch_size/256).")
@@ -79,7 +72,7 @@ flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
 flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps (AdamW).")
 flags.DEFINE_integer("seed", 0, "Seed of initializers and data order.")
 
-# Hardware.
+group("Hardware")
 flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy.")
@@ -88,37 +81,15 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_f
                   "Keras dtype policy; prefix variables stay float32.")
 flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
 
-# Outputs.
+group("Outputs")
 flags.DEFINE_string("workdir", "runs/default", "Where checkpoints, logs, exports go.")
 flags.DEFINE_bool("export", True, "Fold the prefixes and write a SavedModel.")
 
 
 def prefix_config_from_flags():
-    """The `PrefixConfig` the flags describe; errors name the flag."""
-    placement = FLAGS.prefix_placement
-    if placement not in ("shallow", "deep"):
-        try:
-            placement = tuple(int(i) for i in placement.split(","))
-        except ValueError:
-            raise app.UsageError(
-                f"--prefix_placement={placement!r}: use 'shallow', 'deep' or "
-                "comma-separated layer indices like '0,1,5'."
-            ) from None
+    """The `PrefixConfig` the `--prefix_*` flags describe; errors name the flag."""
     try:
-        return PrefixConfig(
-            variant=FLAGS.prefix_variant,
-            placement=placement,
-            length=FLAGS.prefix_length,
-            mlp_hidden=FLAGS.prefix_mlp_hidden,
-            mlp_activation=FLAGS.prefix_mlp_activation,
-            share_across_layers=FLAGS.prefix_share_across_layers,
-            embedding_dim=FLAGS.prefix_embedding_dim,
-            key_activation=FLAGS.prefix_key_activation,
-            value_activation=FLAGS.prefix_value_activation,
-            initializer=FLAGS.prefix_init,
-            init_scale=FLAGS.prefix_init_scale,
-            dropout=FLAGS.prefix_dropout,
-        )
+        return prefix_flags.prefix_config_from_flags(FLAGS)
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
@@ -127,6 +98,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     prefix_config = prefix_config_from_flags()
+    logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
     if FLAGS.task == "image_classification":
         from kprefix.experiments import image_classification as experiment
     else:
@@ -149,5 +121,10 @@ def main(argv):
     )
 
 
+def run():
+    """The `kprefix-launch` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

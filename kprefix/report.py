@@ -40,6 +40,8 @@ from collections.abc import Mapping
 
 from absl import app, flags
 
+from kprefix import cli
+
 VARIANT_NAMES = {
     "deep_share": "Deep-share",
     "no_share": "No-share",
@@ -295,6 +297,11 @@ def main(argv):
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written.values()))
 
 
-if __name__ == "__main__":
+def run():
+    """The `kprefix-report` console script."""
     define_flags()
-    app.run(main)
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

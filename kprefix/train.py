@@ -19,9 +19,12 @@ import json
 import math
 import os
 import re
+import time
 
 import keras
 import tensorflow as tf
+
+from kprefix.logs import stdout_is_terminal
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -134,6 +137,29 @@ class EpochCheckpoint(keras.callbacks.Callback):
             os.remove(old)
 
 
+class EpochLine(keras.callbacks.Callback):
+    """Prints one plain line per epoch: the progress log for pipes and files.
+
+    Keras' progress bar redraws itself with carriage returns and backspaces;
+    `fit` uses this instead when stdout is not a terminal.
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start if self._start is not None else 0.0
+        metrics = " - ".join(f"{name}: {float(value):.4f}"
+                             for name, value in sorted((logs or {}).items())
+                             if name != "learning_rate")
+        print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {metrics}", flush=True)
+
+
 def list_checkpoints(directory):
     """`[(path, epochs_done)]` in `directory`, oldest first."""
     found = []
@@ -168,8 +194,11 @@ def restore_latest(model, directory):
 
 
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, validation_data=None,
-        verbose="auto"):
+        verbose=None):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
+
+    `verbose=None` shows Keras' progress bar on a terminal and one plain line
+    per epoch (`EpochLine`) when stdout is piped or redirected.
 
     Returns the Keras `History` of the epochs run now, and the number of
     epochs that were already done when it started.
@@ -182,6 +211,10 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, validation_data=Non
         EpochCheckpoint(checkpoint_dir),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")),
     ]
+    if verbose is None:
+        verbose = "auto" if stdout_is_terminal() else 0
+        if not verbose:
+            callbacks.append(EpochLine(epochs))
     history = model.fit(
         epoch_stream(make_epoch, first_epoch, epochs),
         epochs=epochs,
@@ -189,6 +222,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, validation_data=Non
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_data,
         callbacks=callbacks,
+        shuffle=False,  # the epoch stream is already in its (seeded) order
         verbose=verbose,
     )
     return history, first_epoch
