@@ -180,10 +180,10 @@ def main(argv: Sequence[str]) -> None:
     print(json.dumps(scores, indent=2))
 
 
-def run():
+def console_main():
     """The `kprefix-evaluate` console script."""
     cli.run(main)
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -121,10 +121,10 @@ def main(argv):
     )
 
 
-def run():
+def console_main():
     """The `kprefix-launch` console script."""
     cli.run(main)
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -297,11 +297,11 @@ def main(argv):
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written.values()))
 
 
-def run():
+def console_main():
     """The `kprefix-report` console script."""
     define_flags()
     cli.run(main)
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -349,7 +349,7 @@ def main(argv):
         sys.exit(1)
 
 
-def run():
+def console_main():
     """The `kprefix-sweep` console script."""
     define_flags()
     # Launch flagfiles are passed on to every launch as given, not expanded here.
@@ -357,4 +357,4 @@ def run():
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

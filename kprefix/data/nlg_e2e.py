@@ -134,8 +134,9 @@ def load_e2e(split: str, data_dir: Optional[PathLike] = None, detokenize: bool =
     >>> len(examples), examples[0].source  # doctest: +SKIP
     (547, 'name[Alimentum], area[city centre], familyFriendly[no]')
     """
+    file_name = E2E_SPLIT_FILES[_canonical_split(split)]  # a bad split fails before the folder
     folder = shared_data_dir(data_dir) / "e2e"
-    return read_e2e_csv(folder / E2E_SPLIT_FILES[_canonical_split(split)], detokenize=detokenize)
+    return read_e2e_csv(folder / file_name, detokenize=detokenize)
 
 
 def e2e_example_from_tfds(features: Mapping) -> Tuple[str, str]:
