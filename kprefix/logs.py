@@ -2,7 +2,8 @@
 
 `--verbosity` (absl's flag: 1 debug, 0 info, -1 warning, -2 error) sets
 TensorFlow's C++ log level (`TF_CPP_MIN_LOG_LEVEL`) and its Python logger;
-without it, TensorFlow prints errors only. The C++ level is read when
+without it, TensorFlow prints warnings and errors from Python and errors only
+from C++. The C++ level is read when
 TensorFlow is imported, so `configure_tensorflow_logging` runs before that.
 
 >>> verbosity_from_argv(["prog", "--epochs=3", "--verbosity=-1"])
@@ -59,6 +60,9 @@ def configure_tensorflow_logging(argv: Sequence[str]) -> None:
     verbosity = verbosity_from_argv(argv)
     if verbosity is None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_CPP_LOG_LEVEL)
+        # TensorFlow's Python INFO lines (e.g. SavedModel fingerprints) would
+        # otherwise pass at absl's default verbosity.
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = str(cpp_min_log_level(verbosity))
     if verbosity > 0:
@@ -98,13 +102,20 @@ def import_tensorflow_quietly(verbosity: Optional[int]):
 
     With `verbosity` None (no `--verbosity` given), what TensorFlow's C++
     code prints meanwhile on stderr is held back and only the lines that are
-    not its start-up logs are passed on; with a verbosity, everything is
-    shown as TensorFlow's own log levels decide. Returns the module.
+    not its start-up logs are passed on, and Python log lines below WARNING
+    are dropped from then on; with a verbosity, everything is shown as the
+    log levels decide. Call it after absl parsed the flags. Returns the module.
     """
     if verbosity is not None:
         import tensorflow as tf
 
         return tf
+    # TensorFlow's Python INFO lines (SavedModel export, ...) go through absl's
+    # logger, whose level absl set from --verbosity's default (INFO).
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as held:
