@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence
 
 from absl import app, flags
 
+from kprefix import cli
 from kprefix.data.nlg_e2e import read_e2e_csv
 from kprefix.data.nlg_webnlg import WEBNLG_TEST_FILE, read_webnlg_xml
 from kprefix.data.nlg_xsum import read_xsum_jsonl
@@ -179,5 +180,10 @@ def main(argv: Sequence[str]) -> None:
     print(json.dumps(scores, indent=2))
 
 
+def console_main():
+    """The `kprefix-evaluate` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    console_main()

@@ -3,8 +3,10 @@
     python -m kprefix.launch --flagfile=configs/quickstart.cfg
     python -m kprefix.launch --flagfile=configs/quickstart.cfg \\
         --backbone=vit_base_patch16_224_imagenet21k --dataset=vtab/cifar100
+    kprefix-launch --config=vtab/deep_cifar100 --prefix_variant=no_share
 
-Flags may come from flagfiles and be overridden on the command line; see
+Flags may come from flagfiles (`--flagfile=PATH`, or `--config=NAME` for a
+config installed with kprefix) and be overridden on the command line; see
 `--helpfull`. The run writes, under `--workdir`: `checkpoints/` (one per
 epoch; a restarted run resumes from the newest), `tensorboard/`, `export/`
 (the folded SavedModel) and `results.json` (final metrics and every flag).
@@ -21,53 +23,29 @@ import sys
 
 from absl import app, flags
 
-from kprefix import checkpoints, train, workdir
-from kprefix.prefix.config import (ACTIVATIONS, DROPOUT_SITES, INITIALIZERS, MLP_INITIALIZERS,
-                                   POSITION_OFFSETS, VARIANTS, PrefixConfig)
+from kprefix import cli, logs
+from kprefix.flag_help import group
+from kprefix.prefix import flags as prefix_flags
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_string("config", None,
+                    "Name of a config installed with kprefix, read like a flagfile: "
+                    "'quickstart', 'vtab/deep_cifar100', 'nlg/e2e', ... (configs/NAME.cfg).")
 flags.DEFINE_enum("task", "image_classification",
                   ["image_classification", "table_to_text", "summarization"],
                   "What to train: a ViT classifier, GPT-2 table-to-text (E2E, WebNLG) or "
                   "BART summarization (XSUM).")
 
-# Model.
+group("Model")
 flags.DEFINE_string("backbone", "vit_tiny",
                     "Built-in config (vit_tiny, vit_b16_random, ...), keras-hub preset "
                     "name, or local preset directory.")
-flags.DEFINE_enum("prefix_variant", "deep_share", VARIANTS, "Key/value sharing structure.")
-flags.DEFINE_string("prefix_placement", "deep",
-                    "'shallow' (first layer), 'deep' (all layers) or comma-separated "
-                    "layer indices.")
-flags.DEFINE_integer("prefix_length", 10, "Prefix vectors per attention layer.")
-flags.DEFINE_integer("prefix_mlp_hidden", 48, "Deep-share MLP hidden width.")
-flags.DEFINE_enum("prefix_mlp_activation", "tanh", ACTIVATIONS, "Deep-share MLP activation.")
-flags.DEFINE_bool("prefix_share_across_layers", False,
-                  "Deep-share: one P' and first MLP layer for all layers.")
-flags.DEFINE_integer("prefix_embedding_dim", None,
-                     "Width of P' (Deep-share) or p (one-layer share); default hidden size.")
-flags.DEFINE_enum("prefix_key_activation", "tanh", ACTIVATIONS, "one_layer_share s1.")
-flags.DEFINE_enum("prefix_value_activation", "sigmoid", ACTIVATIONS, "one_layer_share s2.")
-flags.DEFINE_enum("prefix_init", "xavier_uniform", INITIALIZERS,
-                  "Prefix initializer. 'word' (No-share, GPT-2): the frozen backbone's own "
-                  "per-layer keys/values for --prefix_init_text, as Li & Liang's init_shallow; "
-                  "the prefix length is then that text's token count (--prefix_length is unused).")
+# The --prefix_* flags, one per PrefixConfig field (kprefix/prefix/config.py).
+prefix_flags.define_prefix_flags()
 flags.DEFINE_string("prefix_init_text", "summarize",
                     "Text whose keys/values start a --prefix_init=word prefix (tokenized with a "
                     "leading space, as add_prefix_space=True).")
-flags.DEFINE_enum("prefix_position_offset", "0", POSITION_OFFSETS,
-                  "GPT-2: '0' real tokens take positions 0, 1, ...; 'P' they start at the "
-                  "prefix length, as in Li & Liang's code (the prefix is Hugging Face past).")
-flags.DEFINE_float("prefix_init_scale", 0.02, "Std of the 'normal' prefix initializer.")
-flags.DEFINE_float("prefix_dropout", 0.0, "Dropout on generated prefixes in training.")
-flags.DEFINE_enum("prefix_dropout_site", "output", DROPOUT_SITES,
-                  "Where prefix dropout acts: 'output' (on the key and value prefixes, one mask "
-                  "each) or 'prompt' (Simple-share: on the prompt before the LayerNorm, one mask "
-                  "for key and value, as the reference; other variants as 'output').")
-flags.DEFINE_enum("prefix_mlp_init", "glorot", MLP_INITIALIZERS,
-                  "Deep-share MLP initializer: 'glorot' (Keras Dense) or 'torch_linear' "
-                  "(PyTorch nn.Linear default: kernel and bias uniform +-1/sqrt(fan_in)).")
 flags.DEFINE_enum("head_init", "glorot", ["glorot", "kaiming_normal_fan_out"],
                   "Classifier head initializer: 'glorot' or the reference's "
                   "'kaiming_normal_fan_out' (normal, std sqrt(2/classes); bias -log(99)).")
@@ -76,7 +54,7 @@ flags.DEFINE_bool("backbone_dropout", True,
                   "every dropout rate 0 (the reference's eval-mode GPT-2 and ViT). Prefix "
                   "dropout is --prefix_dropout.")
 
-# Data.
+group("Data")
 flags.DEFINE_string("dataset", "digits",
                     "Images: 'digits', 'vtab/<task>' or 'fgvc/<dataset>'; "
                     "text: 'e2e', 'webnlg' or 'xsum'.")
@@ -110,7 +88,7 @@ flags.DEFINE_integer("max_eval_examples", 0, "Text: evaluate the first N inputs 
 flags.DEFINE_integer("source_length", 64, "Text: source tokens (XSUM: 512).")
 flags.DEFINE_integer("target_length", 64, "Text: target tokens in training.")
 
-# Decoding.
+group("Decoding")
 flags.DEFINE_integer("num_beams", 5, "Beam width (1: greedy).")
 flags.DEFINE_integer("max_new_tokens", 100, "Most generated tokens (XSUM: 61, max length 62).")
 flags.DEFINE_integer("min_new_tokens", 5, "Fewest generated tokens before the end token.")
@@ -128,7 +106,7 @@ flags.DEFINE_bool("force_end_at_max_length", False,
                   "as transformers 3.2 BART generation forces it.")
 flags.DEFINE_integer("eval_batch_size", 16, "Inputs decoded together.")
 
-# Optimization.
+group("Optimization")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"], "SGD+momentum (vision) or AdamW.")
 flags.DEFINE_float("learning_rate", 0.1,
                    "Base learning rate (SGD: scaled by batch_size/256).")
@@ -148,7 +126,7 @@ flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
 flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps (AdamW).")
 flags.DEFINE_integer("seed", 0, "Seed of initializers and data order.")
 
-# Hardware.
+group("Hardware")
 flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy.")
@@ -157,7 +135,7 @@ flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_f
                   "Keras dtype policy; prefix variables stay float32.")
 flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
 
-# Outputs.
+group("Outputs")
 flags.DEFINE_string("workdir", "runs/default", "Where checkpoints, logs, exports go.")
 flags.DEFINE_bool("export", True, "Fold the prefixes and write a SavedModel.")
 flags.DEFINE_integer("checkpoint_every_steps", 0,
@@ -175,45 +153,22 @@ RESTART_MAY_CHANGE = {
 
 
 def prefix_config_from_flags():
-    """The `PrefixConfig` the flags describe; errors name the flag."""
-    placement = FLAGS.prefix_placement
-    if placement not in ("shallow", "deep"):
-        try:
-            placement = tuple(int(i) for i in placement.split(","))
-        except ValueError:
-            raise app.UsageError(
-                f"--prefix_placement={placement!r}: use 'shallow', 'deep' or "
-                "comma-separated layer indices like '0,1,5'."
-            ) from None
-    length, init_token_ids = FLAGS.prefix_length, ()
+    """The `PrefixConfig` the `--prefix_*` flags describe; errors name the flag.
+
+    `--prefix_init=word` takes its tokens (and so the prefix length) from
+    `--prefix_init_text` and the backbone's tokenizer.
+    """
+    derived = {}
     if FLAGS.prefix_init == "word":
         from kprefix.tasks.tokenizers import load_tokenizer, prefix_init_token_ids
 
         try:
-            init_token_ids = prefix_init_token_ids(load_tokenizer(FLAGS.backbone),
-                                                   FLAGS.prefix_init_text)
+            tokens = prefix_init_token_ids(load_tokenizer(FLAGS.backbone), FLAGS.prefix_init_text)
         except ValueError as error:
             raise app.UsageError(f"--prefix_init=word: {error}") from None
-        length = len(init_token_ids)
+        derived = {"init_token_ids": tokens, "length": len(tokens)}
     try:
-        return PrefixConfig(
-            variant=FLAGS.prefix_variant,
-            placement=placement,
-            length=length,
-            mlp_hidden=FLAGS.prefix_mlp_hidden,
-            mlp_activation=FLAGS.prefix_mlp_activation,
-            share_across_layers=FLAGS.prefix_share_across_layers,
-            embedding_dim=FLAGS.prefix_embedding_dim,
-            key_activation=FLAGS.prefix_key_activation,
-            value_activation=FLAGS.prefix_value_activation,
-            initializer=FLAGS.prefix_init,
-            init_scale=FLAGS.prefix_init_scale,
-            dropout=FLAGS.prefix_dropout,
-            mlp_init=FLAGS.prefix_mlp_init,
-            dropout_site=FLAGS.prefix_dropout_site,
-            init_token_ids=init_token_ids,
-            position_offset=FLAGS.prefix_position_offset,
-        )
+        return prefix_flags.prefix_config_from_flags(FLAGS, **derived)
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
@@ -231,6 +186,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     prefix_config = prefix_config_from_flags()
+    logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
+    from kprefix import workdir
+
     try:
         workdir.check_writable(FLAGS.workdir)
     except OSError as error:
@@ -253,6 +211,8 @@ def main(argv):
 
 
 def _run(task, prefix_config):
+    from kprefix import checkpoints, train, workdir
+
     flag_values = _launch_flags()
     results_path = os.path.join(FLAGS.workdir, "results.json")
     if task.is_chief:
@@ -297,5 +257,10 @@ def _run(task, prefix_config):
     )
 
 
+def console_main():
+    """The `kprefix-launch` console script."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    console_main()

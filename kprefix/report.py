@@ -51,6 +51,8 @@ from collections.abc import Mapping
 
 from absl import app, flags
 
+from kprefix import cli
+
 VARIANT_NAMES = {
     "deep_share": "Deep-share",
     "no_share": "No-share",
@@ -409,6 +411,11 @@ def main(argv):
     print("Wrote:\n" + "\n".join(f"  {path}" for path in written.values()))
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `kprefix-report` console script."""
     define_flags()
-    app.run(main)
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -47,6 +47,7 @@ GridResult(learning_rate=5.0, weight_decay=0.001, accuracy=0.71, prefix_length=N
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -56,6 +57,9 @@ import subprocess
 import sys
 
 from absl import app, flags
+
+from kprefix import cli
+from kprefix.flagfiles import FlagfileError, expand_flagfiles
 
 DEFAULT_LEARNING_RATES = ("50", "25", "10", "5", "2.5", "1", "0.5", "0.25", "0.1", "0.05")
 DEFAULT_WEIGHT_DECAYS = ("0.01", "0.001", "0.0001", "0")
@@ -156,34 +160,29 @@ def parse_numbers(values, flag_name: str) -> list[float]:
     return numbers
 
 
-def read_flag_args(args) -> dict[str, str]:
-    """Launch flag values that `args` set, flagfiles expanded (the last setting wins).
+def read_flag_args(args) -> dict:
+    """Launch flag values that `args` set, parsed by absl with `kprefix.launch`'s flags.
 
-    Handles `--name=value`, `--name` / `--noname` (booleans) and nested
-    `--flagfile=` lines; flagfile paths are relative to the working directory,
-    as for absl.
+    Flagfiles and `--config=` expand as for a launch (`kprefix.flagfiles`:
+    nested includes relative to the including file); the last setting wins.
+    Values have the flags' types.
 
     >>> read_flag_args(["--dataset=vtab/dtd", "--prefix_length=5", "--noexport"])
-    {'dataset': 'vtab/dtd', 'prefix_length': '5', 'export': 'false'}
+    {'dataset': 'vtab/dtd', 'export': False, 'prefix_length': 5}
     """
-    values: dict[str, str] = {}
-    for arg in args:
-        if not arg.startswith("--"):
-            raise SweepError(f"Unexpected argument {arg!r}: write launch flags as --name=value.")
-        name, has_value, value = arg[2:].partition("=")
-        if name == "flagfile":
-            with open(value) as f:
-                lines = [line.strip() for line in f]
-            values.update(read_flag_args([
-                line for line in lines if line and not line.startswith(("#", "//"))
-            ]))
-        elif has_value:
-            values[name] = value
-        elif name.startswith("no"):
-            values[name[2:]] = "false"
-        else:
-            values[name] = "true"
-    return values
+    from kprefix import launch  # defines the launch flags (and imports no TensorFlow)
+
+    values = flags.FlagValues()
+    for flag in FLAGS.get_flags_for_module(launch):
+        values[flag.name] = copy.deepcopy(flag)
+    try:
+        argv = expand_flagfiles(["sweep", *args], keep_config=True)
+        rest = values(argv, known_only=False)
+    except (flags.Error, FlagfileError) as error:
+        raise SweepError(f"Bad launch flags: {error}") from None
+    if len(rest) > 1:
+        raise SweepError(f"Unexpected argument {rest[1]!r}: write launch flags as --name=value.")
+    return {name: values[name].value for name in sorted(values) if values[name].present}
 
 
 def experiment_dir(sweep_dir: str, launch_values) -> str:
@@ -398,6 +397,12 @@ def main(argv):
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def console_main():
+    """The `kprefix-sweep` console script."""
     define_flags()
-    app.run(main, flags_parser=_parse)
+    # Launch flagfiles are passed on to every launch as given, not expanded here.
+    cli.run(main, flags_parser=_parse, expand_flagfiles=False)
+
+
+if __name__ == "__main__":
+    console_main()

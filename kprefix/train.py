@@ -20,12 +20,14 @@ Example:
 import math
 import os
 import signal
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kprefix.checkpoints import CheckpointStore, NonFiniteState
+from kprefix.logs import stdout_is_terminal
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -279,15 +281,39 @@ class _OnSigterm:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+class EpochLine(keras.callbacks.Callback):
+    """Prints one plain line per epoch: the progress log for pipes and files.
+
+    Keras' progress bar redraws itself with carriage returns and backspaces;
+    `fit` uses this instead when stdout is not a terminal.
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._start if self._start is not None else 0.0
+        metrics = " - ".join(f"{name}: {float(value):.4f}"
+                             for name, value in sorted((logs or {}).items())
+                             if name != "learning_rate")
+        print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {metrics}", flush=True)
+
+
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
-        chief=True, verbose="auto", log=print):
+        chief=True, verbose=None, log=print):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
 
     Every process of a cluster calls this; only the `chief` writes
     checkpoints and TensorBoard summaries. Returns the history of the
     epochs run now (a dict of lists) and the global step training resumed
     from (0 for a fresh run). Raises `Diverged` or `Preempted` as described
-    in the module docstring.
+    in the module docstring. `verbose=None` shows Keras' progress bar on a
+    terminal and one plain line per epoch (`EpochLine`) when stdout is piped.
     """
     store = CheckpointStore(os.path.join(workdir, "checkpoints"), writer=chief)
     resumed_step = store.restore(model, log=log)
@@ -302,11 +328,16 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     callbacks = [guard]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
+    if verbose is None:
+        verbose = "auto" if stdout_is_terminal() else 0
+        if not verbose:
+            callbacks.append(EpochLine(epochs))
     history = {}
 
     def run(dataset, first, last, steps):
         result = model.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=steps,
-                           callbacks=callbacks, verbose=verbose)
+                           callbacks=callbacks, verbose=verbose,
+                           shuffle=False)  # the stream is already in its seeded order
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
 

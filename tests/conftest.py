@@ -4,6 +4,7 @@ import os
 # MirroredStrategy can be compared with the default strategy on one machine.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -11,3 +12,25 @@ if len(tf.config.get_logical_device_configuration(_cpus[0]) or []) < 2:
     tf.config.set_logical_device_configuration(
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
+
+
+def pytest_addoption(parser):
+    # The README's command runs everything (as CI does); developers may leave
+    # out the slow end-to-end tests while iterating.
+    parser.addoption("--skip_large", action="store_true", default=False,
+                     help="skip tests marked large (slow end-to-end runs)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "large: slow end-to-end test (subprocess launches, wheel builds); "
+        "run by default, left out with --skip_large or -m 'not large'")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--skip_large"):
+        return
+    skip_large = pytest.mark.skip(reason="large test left out by --skip_large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip_large)

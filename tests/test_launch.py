@@ -37,6 +37,7 @@ def test_missing_tfds_dataset_names_the_preparation(tmp_path):
     assert "prepare" in result.stderr or "tfds build" in result.stderr
 
 
+@pytest.mark.large
 def test_short_run_trains_evaluates_checkpoints_and_exports(tmp_path):
     workdir = tmp_path / "run"
     result = _launch(

@@ -73,7 +73,24 @@ def test_arguments_split_into_sweep_and_launch_flags(tmp_path, monkeypatch):
     (tmp_path / "task.cfg").write_text("--flagfile=base.cfg\n--prefix_length=3\n")
     monkeypatch.chdir(tmp_path)
     assert read_flag_args(["--flagfile=task.cfg", "--prefix_length=4", "--noexport"]) == {
-        "dataset": "vtab/dtd", "export": "false", "prefix_length": "4"}
+        "dataset": "vtab/dtd", "export": False, "prefix_length": 4}
+
+
+def test_flag_args_are_parsed_by_absl_with_the_launch_flags(tmp_path):
+    # Spellings a line-by-line reader gets wrong: `--name value`, `-name=value`,
+    # a flagfile nested relative to its includer, and an unknown flag.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "base.cfg").write_text("// comment\n  --prefix_placement=0,2  \n")
+    (tmp_path / "task.cfg").write_text("--flagfile=sub/base.cfg\n-epochs=7\n")
+    values = read_flag_args([f"--flagfile={tmp_path / 'task.cfg'}", "--seed", "3",
+                             "--noprefix_share_across_layers"])
+    assert values == {"epochs": 7, "prefix_placement": "0,2", "seed": 3,
+                      "prefix_share_across_layers": False}
+    assert read_flag_args(["--config=vtab/deep_dtd"])["dataset"] == "vtab/dtd"
+    with pytest.raises(SweepError, match="prefix_lenght"):
+        read_flag_args(["--prefix_lenght=3"])
+    with pytest.raises(SweepError, match="prefix_length"):
+        read_flag_args(["--prefix_length=0"])
 
 
 def test_print_commands_skips_finished_runs_then_prints_the_seed_phase(tmp_path):

@@ -11,10 +11,10 @@ import textwrap
 
 import pytest
 
-from kprefix.data.nlg import shared_data_dir
+from kprefix.data.nlg import locate_shared_data_dir
 
-DATA = shared_data_dir()
-pytestmark = pytest.mark.skipif(
+DATA, _ = locate_shared_data_dir()
+needs_data = pytest.mark.skipif(
     not (DATA / "e2e").is_dir() or not (DATA / "xsum").is_dir(),
     reason=f"shared benchmark data not found at {DATA} (set KPREFIX_SHARED_DATA)",
 )
@@ -35,6 +35,8 @@ RUNS = {
 }
 
 
+@needs_data
+@pytest.mark.large
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
     workdir = tmp_path / name
@@ -90,13 +92,14 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
         import glob, json
         from absl import flags
         import kprefix.launch  # defines the flags
+        from kprefix.flagfiles import expand_flagfiles
         out = {}
         for path in sorted(glob.glob("configs/nlg/*.cfg")):
             values = flags.FlagValues()
             for flag in flags.FLAGS.get_flags_for_module("kprefix.launch"):
                 values[flag.name] = flag
             values.unparse_flags()
-            values(["prog", f"--flagfile={path}"])
+            values(expand_flagfiles(["prog", f"--flagfile={path}"]))
             out[path] = {n: values[n].value for n in
                          ("task", "dataset", "prefix_variant", "prefix_length", "learning_rate",
                           "batch_size", "num_beams", "length_penalty", "prefix_init",

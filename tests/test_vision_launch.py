@@ -23,8 +23,8 @@ FGVC_TOKENS = {"deep": {"cub": 20, "nabirds": 100, "flowers": 10, "dogs": 200, "
 
 # The reference's training settings (docs/reference.md, "Training and vision").
 REFERENCE_SETTINGS = {
-    "weight_decay_mode": "coupled", "drop_remainder": "false", "schedule_unit": "epoch",
-    "backbone_dropout": "false", "prefix_mlp_init": "torch_linear",
+    "weight_decay_mode": "coupled", "drop_remainder": False, "schedule_unit": "epoch",
+    "backbone_dropout": False, "prefix_mlp_init": "torch_linear",
     "prefix_dropout_site": "prompt", "head_init": "kaiming_normal_fan_out",
 }
 
@@ -42,7 +42,7 @@ def test_one_task_file_per_task_and_placement_with_paper_settings(family, monkey
         values = read_flag_args([f"--flagfile={os.path.relpath(path, ROOT)}"])
         assert values["dataset"] in FAMILIES[family], path
         assert values["prefix_placement"] == placement, path
-        assert float(values["prefix_dropout"]) == (0.1 if placement == "deep" else 0.0), path
+        assert values["prefix_dropout"] == (0.1 if placement == "deep" else 0.0), path
         with open(path) as f:
             text = f.read()
         length = int(values["prefix_length"])
@@ -55,26 +55,27 @@ def test_one_task_file_per_task_and_placement_with_paper_settings(family, monkey
             assert length == tokens // 2, path
         else:
             assert re.search(rf"# prefix length {length}: selected by sweep", text), path
-        assert values["batch_size"] == ("128" if family == "vtab" else "64")
-        assert (values["epochs"], values["warmup_epochs"], values["optimizer"]) == ("100", "10", "sgd")
+        assert values["batch_size"] == (128 if family == "vtab" else 64)
+        assert (values["epochs"], values["warmup_epochs"], values["optimizer"]) == (100, 10, "sgd")
         assert values["backbone"] == "vit_base_patch16_224_imagenet21k"
-        assert (values["prefix_mlp_hidden"], values["prefix_init"]) == ("48", "xavier_uniform")
+        assert (values["prefix_mlp_hidden"], values["prefix_init"]) == (48, "xavier_uniform")
         assert {name: values[name] for name in REFERENCE_SETTINGS} == REFERENCE_SETTINGS, path
         seen.add((values["dataset"], placement))
     assert seen == {(task, p) for task in FAMILIES[family] for p in ("deep", "shallow")}
 
 
 def test_every_flagfile_loads_with_the_launch_flags():
-    """absl itself parses each file with kprefix.launch's flag definitions."""
+    """absl itself parses each file (expanded) with kprefix.launch's flag definitions."""
     files = sorted(glob.glob(os.path.join("configs", "vtab", "*.cfg"))
                    + glob.glob(os.path.join("configs", "fgvc", "*.cfg")))
     script = textwrap.dedent("""
         import sys
         from absl import flags
         import kprefix.launch
+        from kprefix.flagfiles import expand_flagfiles
         for path in sys.argv[1:]:
             flags.FLAGS.unparse_flags()
-            flags.FLAGS(["launch", "--flagfile=" + path])
+            flags.FLAGS(expand_flagfiles(["launch", "--flagfile=" + path]))
             print(path, flags.FLAGS.dataset, flags.FLAGS.prefix_length, flags.FLAGS.batch_size,
                   flags.FLAGS.weight_decay_mode, flags.FLAGS.drop_remainder,
                   flags.FLAGS.schedule_unit, flags.FLAGS.backbone_dropout)
@@ -91,10 +92,12 @@ import dataclasses
 import sys
 
 sys.path.insert(0, {tests!r})
-import tensorflow_datasets as tfds
-from absl import app
+from kprefix import logs
 
-from kprefix import launch
+logs.configure_tensorflow_logging(sys.argv)
+logs.import_tensorflow_quietly(None)  # as the launch does, before the mocks import TFDS
+import tensorflow_datasets as tfds
+from kprefix import cli, launch
 from kprefix.data import vtab
 from test_data_vtab import fake_as_dataset
 
@@ -104,10 +107,11 @@ tiny = {{"train800": (("train", 0, 16),), "val200": (("validation", 0, 8),),
 vtab.TASKS["vtab/dtd"] = dataclasses.replace(vtab.TASKS["vtab/dtd"], slices=tiny)
 with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
                             as_dataset_fn=fake_as_dataset):
-    app.run(launch.main)
+    cli.run(launch.main)
 """
 
 
+@pytest.mark.large
 def test_tiny_sweep_then_report_end_to_end(tmp_path):
     wrapper = tmp_path / "mock_launch.py"
     wrapper.write_text(WRAPPER.format(tests=TESTS))
@@ -131,6 +135,13 @@ def test_tiny_sweep_then_report_end_to_end(tmp_path):
     assert final["flags"]["train_split"] == "train800val200" and final["eval_split"] == "test"
     assert final["flags"]["learning_rate"] == 0.5 and final["flags"]["backbone"] == "vit_tiny"
     assert len(final["history"]["loss"]) == 2
+    # The run's log reads as plain text: one line per epoch, no progress-bar
+    # redraws, no TensorFlow start-up noise.
+    log = (experiment / "final" / "seed42" / "launch.log").read_text()
+    assert not set(log) & {"\x1b", "\r", "\x08"}, repr(log[:500])
+    assert [line.split(" - ")[0] for line in log.splitlines() if line.startswith("Epoch ")] == [
+        "Epoch 1/2", "Epoch 2/2"]
+    assert "oneDNN" not in log and "absl::InitializeLog" not in log
     assert json.loads((experiment / "selection.json").read_text())["learning_rate"] == 0.5
 
     report_dir = tmp_path / "report"

@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from kprefix.data.nlg_common import (NLGExample, SHARED_DATA_ENV_VAR, default_shared_data_dir,
-                                     shared_data_dir)
+                                     locate_shared_data_dir, shared_data_dir)
 from kprefix.data.nlg_e2e import (detokenize_e2e, linearize_mr, load_e2e, load_e2e_tfds,
                                   parse_mr, read_e2e_csv)
 from kprefix.data.nlg_webnlg import (WEBNLG2017_UNSEEN_CATEGORIES, is_seen_category,
@@ -36,7 +36,8 @@ __all__ = [
     "NLGExample", "SHARED_DATA_ENV_VAR", "WEBNLG2017_UNSEEN_CATEGORIES", "default_shared_data_dir",
     "detokenize_e2e", "evaluation_dataset", "evaluation_references", "evaluation_sources",
     "is_seen_category", "linearize_mr", "linearize_triples", "load_e2e", "load_e2e_tfds",
-    "load_task", "load_webnlg", "load_webnlg_tfds", "load_xsum", "load_xsum_tfds", "parse_mr",
+    "load_task", "load_webnlg", "load_webnlg_tfds", "load_xsum", "load_xsum_tfds",
+    "locate_shared_data_dir", "parse_mr",
     "read_e2e_csv", "read_webnlg_xml", "read_xsum_jsonl", "shared_data_dir", "training_dataset",
     "training_pairs",
 ]

@@ -46,6 +46,24 @@ def default_shared_data_dir() -> pathlib.Path:
     return repository_root.parent / "shared" / "data"
 
 
+def locate_shared_data_dir(explicit: Optional[PathLike] = None) -> Tuple[pathlib.Path, str]:
+    """Where the benchmark data folder should be, and why, without requiring it to exist.
+
+    ``explicit``, else ``$KPREFIX_SHARED_DATA``, else the default. Returns ``(folder,
+    origin)``; callers that can do without the data (tests that skip) check
+    ``folder.is_dir()`` themselves.
+
+    >>> folder, origin = locate_shared_data_dir("/no/such/folder")
+    >>> (str(folder), origin, folder.is_dir())
+    ('/no/such/folder', 'the given path', False)
+    """
+    if explicit is not None:
+        return pathlib.Path(explicit), "the given path"
+    if os.environ.get(SHARED_DATA_ENV_VAR):
+        return pathlib.Path(os.environ[SHARED_DATA_ENV_VAR]), f"${SHARED_DATA_ENV_VAR}"
+    return default_shared_data_dir(), "the default ../shared/data"
+
+
 def shared_data_dir(explicit: Optional[PathLike] = None) -> pathlib.Path:
     """The benchmark data folder: ``explicit``, else ``$KPREFIX_SHARED_DATA``, else the default.
 
@@ -53,12 +71,7 @@ def shared_data_dir(explicit: Optional[PathLike] = None) -> pathlib.Path:
       FileNotFoundError: the chosen folder does not exist; the message says how to point
         the code at the data.
     """
-    if explicit is not None:
-        chosen, origin = pathlib.Path(explicit), "the given path"
-    elif os.environ.get(SHARED_DATA_ENV_VAR):
-        chosen, origin = pathlib.Path(os.environ[SHARED_DATA_ENV_VAR]), f"${SHARED_DATA_ENV_VAR}"
-    else:
-        chosen, origin = default_shared_data_dir(), "the default ../shared/data"
+    chosen, origin = locate_shared_data_dir(explicit)
     if not chosen.is_dir():
         raise FileNotFoundError(
             f"benchmark data folder {chosen} (from {origin}) does not exist; pass the folder "

@@ -189,8 +189,8 @@ def load_e2e(split: str, data_dir: Optional[PathLike] = None, detokenize: bool =
     if source_format not in SOURCE_FORMATS:
         raise ValueError(f"unknown E2E source format {source_format!r}; use one of "
                          f"{', '.join(SOURCE_FORMATS)}")
+    split = _canonical_split(split)  # a bad split fails before the folder
     folder = shared_data_dir(data_dir) / "e2e"
-    split = _canonical_split(split)
     reference = source_format == "reference"
     examples = read_e2e_csv(folder / E2E_SPLIT_FILES[split],
                             detokenize=detokenize and not reference)

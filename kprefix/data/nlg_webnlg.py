@@ -99,11 +99,11 @@ def read_webnlg_xml(paths: Iterable[PathLike], good_only: bool = False) -> List[
 def webnlg_split_files(split: str, data_dir: Optional[PathLike] = None) -> List[pathlib.Path]:
     """The XML files of a split: train/dev by number of triples, or the full test file."""
     split = _SPLIT_ALIASES.get(split, split)
+    if split not in ("train", "dev", "test"):
+        raise ValueError(f"unknown WebNLG split {split!r}; use train, dev (validation) or test")
     folder = shared_data_dir(data_dir) / "webnlg2017"
     if split == "test":
         return [folder / WEBNLG_TEST_FILE]
-    if split not in ("train", "dev"):
-        raise ValueError(f"unknown WebNLG split {split!r}; use train, dev (validation) or test")
     files = sorted((folder / split).glob("*triples/*.xml"),
                    key=lambda p: (int(p.parent.name.split("triple")[0]), p.name))
     if not files:

@@ -12,10 +12,12 @@ the references and outputs into SGML files and runs its bundled
   *corpus-wide mean* number of references per instance, not with the sum of
   per-instance mean lengths. This is what separates the Perl NIST (8.6094
   for the E2E TGen baseline) from the pure-Python one (8.5923);
-* BLEU: up to 4-grams, clipped counts, "closest" reference length (ties go to
-  the shorter one), mteval's smoothing when some n-gram order has no match;
-* NIST: up to 5-grams, information weights estimated from all references,
-  mteval's length penalty (0.5 at 2/3 of the reference length).
+* BLEU (computed by sacrebleu on the normalised tokens): up to 4-grams,
+  clipped counts, "closest" reference length (ties go to the shorter one),
+  mteval's smoothing when some n-gram order has no match (sacrebleu's "exp");
+* NIST (computed here: sacrebleu has no NIST): up to 5-grams, information
+  weights estimated from all references, mteval's length penalty (0.5 at 2/3
+  of the reference length).
 
 Example:
     >>> scores = mteval_bleu_nist(["the cat sat on the mat"],
@@ -31,7 +33,10 @@ import dataclasses
 import math
 from typing import Counter, Dict, List, Sequence, Tuple
 
+from sacrebleu.metrics import BLEU
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+from kprefix.metrics.multi_bleu import reference_streams
 
 BLEU_MAX_ORDER = 4
 NIST_MAX_ORDER = 5
@@ -63,18 +68,6 @@ def _count_ngrams(tokens: Sequence[str], max_order: int) -> Counter[Ngram]:
     return counts
 
 
-def _closest_reference_length(hypothesis_length: int, reference_lengths: Sequence[int]) -> int:
-    """mteval's "closest" rule: nearest length, ties to the shorter; empty slots skipped."""
-    best = reference_lengths[0]
-    for length in reference_lengths[1:]:
-        if length == 0:
-            continue
-        distance, best_distance = abs(hypothesis_length - length), abs(hypothesis_length - best)
-        if distance < best_distance or (distance == best_distance and length < best):
-            best = length
-    return best
-
-
 @dataclasses.dataclass(frozen=True)
 class MtevalScores:
     """System-level scores plus the per-order precisions behind them."""
@@ -86,6 +79,7 @@ class MtevalScores:
     hypothesis_length: int
     bleu_reference_length: int
     nist_length_penalty: float
+    bleu_signature: str = ""  # sacrebleu's signature of the BLEU computation
 
 
 def nist_length_penalty(length_ratio: float) -> float:
@@ -117,24 +111,17 @@ def _ngram_information(tokenized_references: Sequence[Sequence[Sequence[str]]]) 
     return information
 
 
-def _bleu_from_counts(matches: Sequence[int], totals: Sequence[int], hypothesis_length: int,
-                      reference_length: int) -> Tuple[float, Tuple[float, ...]]:
-    # mteval's smoothing: the k-th order without any match counts as 1/2^k matches.
-    log_sum, smoothing, precisions = 0.0, 1, []
-    for matched, total in zip(matches, totals):
-        if total == 0:
-            log_precision = 0.0
-        elif matched == 0:
-            smoothing *= 2
-            log_precision = math.log(1 / (smoothing * total))
-        else:
-            log_precision = math.log(matched / total)
-        precisions.append(math.exp(log_precision))
-        log_sum += log_precision
-    if hypothesis_length == 0:
-        return 0.0, tuple(precisions)
-    brevity = math.exp(min(0.0, 1 - reference_length / hypothesis_length))
-    return math.exp(log_sum / len(matches)) * brevity, tuple(precisions)
+def _mteval_bleu(tokenized_hypotheses, tokenized_references):
+    """sacrebleu's BLEU of already-normalised tokens, with mteval's smoothing.
+
+    Reference slots that normalise to nothing are skipped, as mteval skips them.
+    """
+    bleu = BLEU(lowercase=False, tokenize="none", smooth_method="exp",
+                max_ngram_order=BLEU_MAX_ORDER, force=True)
+    references = [[" ".join(r) if r else None for r in group] for group in tokenized_references]
+    score = bleu.corpus_score([" ".join(h) for h in tokenized_hypotheses],
+                              reference_streams(references))
+    return score, str(bleu.get_signature())
 
 
 def mteval_bleu_nist(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
@@ -172,7 +159,6 @@ def mteval_bleu_nist(hypotheses: Sequence[str], references: Sequence[Sequence[st
     matches = [0] * NIST_MAX_ORDER
     totals = [0] * NIST_MAX_ORDER
     matched_information = [0.0] * NIST_MAX_ORDER
-    bleu_reference_length = 0
     total_reference_words = 0
     for hypothesis, group in zip(tokenized_hypotheses, tokenized_references):
         hypothesis_counts = _count_ngrams(hypothesis, NIST_MAX_ORDER)
@@ -189,22 +175,21 @@ def mteval_bleu_nist(hypotheses: Sequence[str], references: Sequence[Sequence[st
                 matched_information[len(ngram) - 1] += information[ngram] * clipped
         for order in range(1, NIST_MAX_ORDER + 1):
             totals[order - 1] += max(0, len(hypothesis) - order + 1)
-        bleu_reference_length += _closest_reference_length(len(hypothesis), [len(r) for r in group])
 
     hypothesis_length = totals[0]
-    bleu, precisions = _bleu_from_counts(matches[:BLEU_MAX_ORDER], totals[:BLEU_MAX_ORDER],
-                                         hypothesis_length, bleu_reference_length)
+    bleu, bleu_signature = _mteval_bleu(tokenized_hypotheses, tokenized_references)
     average_reference_length = total_reference_words / mean_references_per_instance
     penalty = nist_length_penalty(hypothesis_length / average_reference_length
                                   if average_reference_length else 0.0)
     per_order_information = tuple(info / max(total, 1)
                                   for info, total in zip(matched_information, totals))
     return MtevalScores(
-        bleu=bleu,
+        bleu=bleu.score / 100,
         nist=sum(per_order_information) * penalty,
-        bleu_precisions=precisions,
+        bleu_precisions=tuple(p / 100 for p in bleu.precisions),
         nist_ngram_info=per_order_information,
         hypothesis_length=hypothesis_length,
-        bleu_reference_length=bleu_reference_length,
+        bleu_reference_length=bleu.ref_len,
         nist_length_penalty=penalty,
+        bleu_signature=bleu_signature,
     )

@@ -1,6 +1,7 @@
-"""Corpus BLEU exactly as Moses' ``multi-bleu.perl`` computes it (WebNLG 2017 scorer).
+"""Corpus BLEU as Moses' ``multi-bleu.perl`` computes it (WebNLG 2017 scorer), by sacrebleu.
 
-What the Perl script does, and so what this module does:
+sacrebleu's BLEU with no tokenisation and no smoothing is ``multi-bleu.perl``'s
+computation; this module only feeds it the way the Perl script reads its files:
 
 * no tokenisation: tokens are the whitespace-separated pieces of each line
   (so references are expected to be pre-tokenised, as WebNLG's are);
@@ -20,10 +21,10 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import math
-from typing import Counter, List, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
+
+from sacrebleu.metrics import BLEU
 
 MAX_ORDER = 4
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -38,6 +39,7 @@ class MultiBleuResult:
     brevity_penalty: float
     hypothesis_length: int
     reference_length: int
+    signature: str = ""  # sacrebleu's signature of the computation
 
     def perl_line(self) -> str:
         """The summary line as multi-bleu.perl prints it."""
@@ -47,12 +49,10 @@ class MultiBleuResult:
                 f"hyp_len={self.hypothesis_length}, ref_len={self.reference_length})")
 
 
-def _ngrams(tokens: Sequence[str]) -> Counter[Tuple[str, ...]]:
-    counts: Counter[Tuple[str, ...]] = collections.Counter()
-    for order in range(1, MAX_ORDER + 1):
-        for start in range(len(tokens) - order + 1):
-            counts[tuple(tokens[start:start + order])] += 1
-    return counts
+def reference_streams(references: Sequence[Sequence[Optional[str]]]):
+    """Per-segment reference lists as sacrebleu's parallel streams (None: no such slot)."""
+    width = max((len(group) for group in references), default=0)
+    return [[group[k] if k < len(group) else None for group in references] for k in range(width)]
 
 
 def multi_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
@@ -71,48 +71,26 @@ def multi_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
 
     >>> multi_bleu(["a b c d"], [["a b c d e f g h", ""]]).reference_length
     0
+    >>> import math
     >>> multi_bleu(["a b c d"], [["a b c d e f g h"]]).brevity_penalty == math.exp(1 - 8 / 4)
     True
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"multi-bleu: {len(hypotheses)} hypothesis lines but {len(references)} "
                          "reference groups; the files must have the same number of lines.")
-
-    def normalize(text: str) -> List[str]:
-        if lowercase:
-            text = text.translate(_ASCII_LOWER) if ascii_only_lowercase else text.lower()
-        return text.split()
-
-    correct = [0] * MAX_ORDER
-    total = [0] * MAX_ORDER
-    hypothesis_length = reference_length = 0
-    for hypothesis, group in zip(hypotheses, references):
-        words = normalize(hypothesis)
-        max_reference_counts: Counter[Tuple[str, ...]] = collections.Counter()
-        closest_diff, closest_length = 9999, 9999
-        for reference in group:
-            reference_words = normalize(reference)
-            diff = abs(len(words) - len(reference_words))
-            if diff < closest_diff or (diff == closest_diff and len(reference_words) < closest_length):
-                closest_diff, closest_length = diff, len(reference_words)
-            for ngram, count in _ngrams(reference_words).items():
-                if count > max_reference_counts[ngram]:
-                    max_reference_counts[ngram] = count
-        hypothesis_length += len(words)
-        reference_length += closest_length
-        for ngram, count in _ngrams(words).items():
-            total[len(ngram) - 1] += count
-            correct[len(ngram) - 1] += min(count, max_reference_counts.get(ngram, 0))
-
-    precisions = tuple(c / t if t else 0.0 for c, t in zip(correct, total))
-    if reference_length == 0 or hypothesis_length == 0:
-        return MultiBleuResult(0.0, precisions, 0.0, hypothesis_length, reference_length)
-    brevity_penalty = 1.0
-    if hypothesis_length < reference_length:
-        brevity_penalty = math.exp(1 - reference_length / hypothesis_length)
-    if min(precisions) == 0:
-        bleu = 0.0
-    else:
-        bleu = brevity_penalty * math.exp(sum(math.log(p) for p in precisions) / MAX_ORDER)
-    return MultiBleuResult(100 * bleu, precisions, brevity_penalty, hypothesis_length,
-                           reference_length)
+    if lowercase and ascii_only_lowercase:
+        hypotheses = [h.translate(_ASCII_LOWER) for h in hypotheses]
+        references = [[r.translate(_ASCII_LOWER) for r in group] for group in references]
+    bleu = BLEU(lowercase=lowercase and not ascii_only_lowercase, tokenize="none",
+                smooth_method="none", max_ngram_order=MAX_ORDER, force=True)
+    if not hypotheses:
+        return MultiBleuResult(0.0, (0.0,) * MAX_ORDER, 0.0, 0, 0, str(bleu.get_signature()))
+    score = bleu.corpus_score(list(hypotheses), reference_streams(references))
+    return MultiBleuResult(
+        bleu=score.score,
+        precisions=tuple(p / 100 for p in score.precisions),
+        brevity_penalty=score.bp if score.ref_len and score.sys_len else 0.0,
+        hypothesis_length=score.sys_len,
+        reference_length=score.ref_len,
+        signature=str(bleu.get_signature()),
+    )

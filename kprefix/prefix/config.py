@@ -27,6 +27,67 @@ MLP_INITIALIZERS = ("glorot", "torch_linear")
 DROPOUT_SITES = ("output", "prompt")
 
 
+def parse_placement(text: str) -> Union[str, Tuple[int, ...]]:
+    """`--prefix_placement` text as a placement: 'shallow', 'deep' or layer indices.
+
+    >>> parse_placement("0,3,7")
+    (0, 3, 7)
+    """
+    if text in PLACEMENTS:
+        return text
+    try:
+        return tuple(int(i) for i in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"prefix placement {text!r}: use 'shallow', 'deep' or comma-separated "
+            "layer indices like '0,1,5'."
+        ) from None
+
+
+def _check_placement(placement):
+    if isinstance(placement, str):
+        _check_choice("placement", placement, PLACEMENTS)
+    elif not placement or min(placement) < 0:
+        raise ValueError(
+            "prefix placement must be 'shallow', 'deep' or a non-empty "
+            f"list of layer indices >= 0; got {placement!r}."
+        )
+
+
+def option(default, help, *, flag=None, choices=None, minimum=None, below=None,
+           check=None, parse=None):
+    """A `PrefixConfig` field with everything its command-line flag needs.
+
+    The metadata is the one place that says a field's flag name (default
+    `prefix_<field>`), help text, allowed values (`choices`, `minimum`,
+    exclusive upper bound `below`, or a `check` callable that raises
+    `ValueError`) and, for flags whose text is not the value itself, `parse`
+    (text -> value). `PrefixConfig.validate` and the generated flags
+    (`kprefix.prefix.flags`) both read it, so a new field gets its flag,
+    help and validation from here alone.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "choices": choices, "minimum": minimum, "below": below,
+        "check": check, "parse": parse,
+    })
+
+
+def check_field(field: dataclasses.Field, value) -> None:
+    """Raises `ValueError` naming the field when `value` breaks its metadata's rules."""
+    rules = field.metadata
+    label = field.name.replace("_", " ")
+    if value is None and field.default is None:
+        return
+    if rules.get("choices") is not None:
+        _check_choice(field.name, value, rules["choices"])
+    if rules.get("minimum") is not None and value < rules["minimum"]:
+        raise ValueError(f"prefix {label} must be at least {rules['minimum']}; got {value}.")
+    if rules.get("below") is not None and not value < rules["below"]:
+        raise ValueError(f"prefix {label} must be below {rules['below']}; got {value}.")
+    if rules.get("check") is not None:
+        rules["check"](value)
+
+
 @dataclasses.dataclass(frozen=True)
 class PrefixConfig:
     """How prefixes are generated and where they enter the backbone.
@@ -70,24 +131,43 @@ class PrefixConfig:
         position_offset: `"0"` (real tokens take positions 0, 1, ...) or
             `"P"` (they start at position `length`, as when Hugging Face
             GPT-2 counts the prefix as past keys and values). GPT-2 only.
+
+    Each field is declared with `option(...)`, whose metadata also defines
+    its `--prefix_*` flag of `python -m kprefix.launch`.
     """
 
-    variant: str = "deep_share"
-    placement: Union[str, Tuple[int, ...]] = "deep"
-    length: int = 10
-    mlp_hidden: int = 48
-    mlp_activation: str = "tanh"
-    share_across_layers: bool = False
-    embedding_dim: Optional[int] = None
-    key_activation: str = "tanh"
-    value_activation: str = "sigmoid"
-    initializer: str = "xavier_uniform"
-    init_scale: float = 0.02
-    dropout: float = 0.0
-    mlp_init: str = "glorot"
-    dropout_site: str = "output"
-    init_token_ids: Tuple[int, ...] = ()
-    position_offset: str = "0"
+    variant: str = option("deep_share", "Key/value sharing structure.", choices=VARIANTS)
+    placement: Union[str, Tuple[int, ...]] = option(
+        "deep", "'shallow' (first layer), 'deep' (all layers) or comma-separated layer indices.",
+        check=_check_placement, parse=parse_placement)
+    length: int = option(10, "Prefix vectors per attention layer.", minimum=1)
+    mlp_hidden: int = option(48, "Deep-share MLP hidden width.", minimum=1)
+    mlp_activation: str = option("tanh", "Deep-share MLP activation.", choices=ACTIVATIONS)
+    share_across_layers: bool = option(
+        False, "Deep-share: one P' and first MLP layer for all layers.")
+    embedding_dim: Optional[int] = option(
+        None, "Width of P' (Deep-share) or p (one-layer share); default hidden size.", minimum=1)
+    key_activation: str = option("tanh", "one_layer_share s1.", choices=ACTIVATIONS)
+    value_activation: str = option("sigmoid", "one_layer_share s2.", choices=ACTIVATIONS)
+    initializer: str = option("xavier_uniform", "Prefix initializer.", flag="prefix_init",
+                              choices=INITIALIZERS)
+    init_scale: float = option(0.02, "Std of the 'normal' prefix initializer.")
+    dropout: float = option(0.0, "Dropout on generated prefixes in training.", minimum=0.0,
+                            below=1.0)
+    mlp_init: str = option(
+        "glorot", "Deep-share MLP initializer: 'glorot' (Keras Dense) or 'torch_linear' "
+        "(PyTorch nn.Linear default: kernel and bias uniform +-1/sqrt(fan_in)).",
+        choices=MLP_INITIALIZERS)
+    dropout_site: str = option(
+        "output", "Where prefix dropout acts: 'output' (on the key and value prefixes, one mask "
+        "each) or 'prompt' (Simple-share: on the prompt before the LayerNorm, one mask for key "
+        "and value, as the reference; other variants as 'output').", choices=DROPOUT_SITES)
+    init_token_ids: Tuple[int, ...] = option(
+        (), "Token ids behind --prefix_init=word; filled from --prefix_init_text.", flag=False)
+    position_offset: str = option(
+        "0", "GPT-2: '0' real tokens take positions 0, 1, ...; 'P' they start at the prefix "
+        "length, as in Li & Liang's code (the prefix is Hugging Face past).",
+        choices=POSITION_OFFSETS)
 
     def __post_init__(self):
         if not isinstance(self.placement, str):
@@ -98,31 +178,8 @@ class PrefixConfig:
 
     def validate(self):
         """Raises `ValueError` naming the bad field and its allowed values."""
-        _check_choice("variant", self.variant, VARIANTS)
-        if isinstance(self.placement, str):
-            _check_choice("placement", self.placement, PLACEMENTS)
-        elif not self.placement or min(self.placement) < 0:
-            raise ValueError(
-                "prefix placement must be 'shallow', 'deep' or a non-empty "
-                f"list of layer indices >= 0; got {self.placement!r}."
-            )
-        if int(self.length) < 1:
-            raise ValueError(
-                f"prefix length must be at least 1; got {self.length}. "
-                "Set --prefix_length to a positive integer."
-            )
-        if int(self.mlp_hidden) < 1:
-            raise ValueError(f"prefix MLP hidden width must be >= 1; got {self.mlp_hidden}.")
-        if self.embedding_dim is not None and int(self.embedding_dim) < 1:
-            raise ValueError(f"prefix embedding_dim must be >= 1; got {self.embedding_dim}.")
-        for name in ("mlp_activation", "key_activation", "value_activation"):
-            _check_choice(name, getattr(self, name), ACTIVATIONS)
-        _check_choice("initializer", self.initializer, INITIALIZERS)
-        _check_choice("mlp_init", self.mlp_init, MLP_INITIALIZERS)
-        _check_choice("dropout_site", self.dropout_site, DROPOUT_SITES)
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"prefix dropout must be in [0, 1); got {self.dropout}.")
-        _check_choice("position_offset", self.position_offset, POSITION_OFFSETS)
+        for field in dataclasses.fields(self):
+            check_field(field, getattr(self, field.name))
         if self.initializer == "word":
             if self.variant != "no_share":
                 raise ValueError(

@@ -19,6 +19,7 @@ import time  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from kprefix import cli  # noqa: E402
 from kprefix.theory import experiment, report, settings, truths  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -193,4 +194,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,0 +1,15 @@
+"""The runnable examples in the command-line modules' docstrings."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["kprefix.flagfiles", "kprefix.logs", "kprefix.flag_help", "kprefix.prefix.flags",
+           "kprefix.prefix.config", "kprefix.data.nlg_common", "kprefix.sweep"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,96 @@
+"""The --prefix_* flags come from PrefixConfig's fields: names, defaults, help, checks."""
+
+import dataclasses
+from typing import Optional
+
+import pytest
+from absl import flags
+
+from kprefix.prefix import flags as prefix_flags
+from kprefix.prefix.config import PrefixConfig, option
+
+
+def _defined(config_class=PrefixConfig):
+    values = flags.FlagValues()
+    prefix_flags.define_prefix_flags(values, config_class)
+    return values
+
+
+def test_every_field_has_a_flag_with_its_default_and_help():
+    values = _defined()
+    fields = dataclasses.fields(PrefixConfig)
+    assert [f.name for f in values.flags_by_module_dict()[__name__]] == [
+        prefix_flags.flag_name(f) for f in fields]
+    for field in fields:
+        flag = values[prefix_flags.flag_name(field)]
+        assert flag.help.endswith(field.metadata["help"]), field.name
+        values.unparse_flags()
+        values(["prog"])
+        assert prefix_flags.prefix_config_from_flags(values) == PrefixConfig()
+    # The flag names the launcher has always had.
+    assert {prefix_flags.flag_name(f) for f in fields} >= {
+        "prefix_variant", "prefix_placement", "prefix_length", "prefix_mlp_hidden",
+        "prefix_mlp_activation", "prefix_share_across_layers", "prefix_embedding_dim",
+        "prefix_key_activation", "prefix_value_activation", "prefix_init",
+        "prefix_init_scale", "prefix_dropout"}
+
+
+def test_the_launcher_defines_the_generated_flags():
+    from kprefix import launch
+
+    for field in dataclasses.fields(PrefixConfig):
+        flag = flags.FLAGS[prefix_flags.flag_name(field)]
+        assert flag.default == field.default, field.name
+        assert flag in flags.FLAGS.get_flags_for_module(launch), field.name
+
+
+def test_flags_check_values_with_the_config_rules():
+    values = _defined()
+    with pytest.raises(flags.IllegalFlagValueError, match="prefix_variant"):
+        values(["prog", "--prefix_variant=bogus"])
+    for bad, message in [("--prefix_length=0", "prefix length must be at least 1"),
+                         ("--prefix_dropout=1.0", "prefix dropout must be below 1"),
+                         ("--prefix_placement=middle", "prefix placement 'middle'")]:
+        values.unparse_flags()
+        with pytest.raises(flags.IllegalFlagValueError, match=message):
+            values(["prog", bad])
+    values.unparse_flags()
+    values(["prog", "--prefix_placement=3,1", "--prefix_share_across_layers",
+            "--prefix_embedding_dim=16", "--prefix_init=normal"])
+    config = prefix_flags.prefix_config_from_flags(values)
+    assert (config.placement, config.share_across_layers, config.embedding_dim,
+            config.initializer) == ((3, 1), True, 16, "normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class _GrownConfig(PrefixConfig):
+    """PrefixConfig with fields added later, declared only by their metadata."""
+
+    position_offset: int = option(0, "Shift of position ids.", minimum=0)
+    init_text: Optional[str] = option(None, "Text whose embeddings start the prefix.")
+    mlp_init: str = option("glorot", "MLP initializer.", choices=("glorot", "zeros"))
+
+
+def test_a_new_field_gets_its_flag_help_and_checks_from_its_metadata():
+    values = _defined(_GrownConfig)
+    assert values["prefix_position_offset"].default == 0
+    assert values["prefix_init_text"].help == "Text whose embeddings start the prefix."
+    assert values["prefix_mlp_init"].parser.enum_values == ["glorot", "zeros"]
+    with pytest.raises(flags.IllegalFlagValueError, match="at least 0"):
+        values(["prog", "--prefix_position_offset=-1"])
+    values.unparse_flags()
+    values(["prog", "--prefix_position_offset=2", "--prefix_init_text=hello",
+            "--prefix_mlp_init=zeros"])
+    config = prefix_flags.prefix_config_from_flags(values, _GrownConfig)
+    assert (config.position_offset, config.init_text, config.mlp_init) == (2, "hello", "zeros")
+    with pytest.raises(ValueError, match="position offset"):
+        _GrownConfig(position_offset=-1)
+
+
+def test_a_field_without_flag_help_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Undocumented(PrefixConfig):
+        extra: int = 3
+
+    with pytest.raises(TypeError, match="Undocumented.extra has no flag help"):
+        _defined(Undocumented)
