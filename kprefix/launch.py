@@ -7,9 +7,10 @@
 
 Flags may come from flagfiles (`--flagfile=PATH`, or `--config=NAME` for a
 config installed with kprefix) and be overridden on the command line; see
-`--helpfull`. The run writes, under `--workdir`: `checkpoints/` (one per
-epoch; a restarted run resumes from the newest), `tensorboard/`, `export/`
-(the folded SavedModel) and `results.json` (final metrics and every flag).
+`--helpfull`. The run writes, under `--workdir`: `checkpoints/` (every epoch
+and every `--checkpoint_every_steps` steps; a restarted run resumes at the
+newest good one, mid-epoch too), `tensorboard/`, `export/` (the folded
+SavedModel) and `results.json` (final metrics and every flag).
 
 The chief holds `run.lock` while it runs and records the run's settings in
 `run_config.json`; a restart must use the same settings (a larger
