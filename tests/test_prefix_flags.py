@@ -18,7 +18,9 @@ def _defined(config_class=PrefixConfig):
 
 def test_every_field_has_a_flag_with_its_default_and_help():
     values = _defined()
-    fields = dataclasses.fields(PrefixConfig)
+    fields = prefix_flags.flag_fields(PrefixConfig)
+    derived = [f.name for f in dataclasses.fields(PrefixConfig) if f not in fields]
+    assert derived == ["init_token_ids"]  # from --prefix_init_text, by the launcher
     assert [f.name for f in values.flags_by_module_dict()[__name__]] == [
         prefix_flags.flag_name(f) for f in fields]
     for field in fields:
@@ -38,7 +40,7 @@ def test_every_field_has_a_flag_with_its_default_and_help():
 def test_the_launcher_defines_the_generated_flags():
     from kprefix import launch
 
-    for field in dataclasses.fields(PrefixConfig):
+    for field in prefix_flags.flag_fields(PrefixConfig):
         flag = flags.FLAGS[prefix_flags.flag_name(field)]
         assert flag.default == field.default, field.name
         assert flag in flags.FLAGS.get_flags_for_module(launch), field.name
@@ -66,25 +68,25 @@ def test_flags_check_values_with_the_config_rules():
 class _GrownConfig(PrefixConfig):
     """PrefixConfig with fields added later, declared only by their metadata."""
 
-    position_offset: int = option(0, "Shift of position ids.", minimum=0)
-    init_text: Optional[str] = option(None, "Text whose embeddings start the prefix.")
-    mlp_init: str = option("glorot", "MLP initializer.", choices=("glorot", "zeros"))
+    token_shift: int = option(0, "Shift of token ids.", minimum=0)
+    seed_text: Optional[str] = option(None, "Text whose embeddings start the prefix.")
+    gate_init: str = option("glorot", "MLP initializer.", choices=("glorot", "zeros"))
 
 
 def test_a_new_field_gets_its_flag_help_and_checks_from_its_metadata():
     values = _defined(_GrownConfig)
-    assert values["prefix_position_offset"].default == 0
-    assert values["prefix_init_text"].help == "Text whose embeddings start the prefix."
-    assert values["prefix_mlp_init"].parser.enum_values == ["glorot", "zeros"]
+    assert values["prefix_token_shift"].default == 0
+    assert values["prefix_seed_text"].help == "Text whose embeddings start the prefix."
+    assert values["prefix_gate_init"].parser.enum_values == ["glorot", "zeros"]
     with pytest.raises(flags.IllegalFlagValueError, match="at least 0"):
-        values(["prog", "--prefix_position_offset=-1"])
+        values(["prog", "--prefix_token_shift=-1"])
     values.unparse_flags()
-    values(["prog", "--prefix_position_offset=2", "--prefix_init_text=hello",
-            "--prefix_mlp_init=zeros"])
+    values(["prog", "--prefix_token_shift=2", "--prefix_seed_text=hello",
+            "--prefix_gate_init=zeros"])
     config = prefix_flags.prefix_config_from_flags(values, _GrownConfig)
-    assert (config.position_offset, config.init_text, config.mlp_init) == (2, "hello", "zeros")
-    with pytest.raises(ValueError, match="position offset"):
-        _GrownConfig(position_offset=-1)
+    assert (config.token_shift, config.seed_text, config.gate_init) == (2, "hello", "zeros")
+    with pytest.raises(ValueError, match="token shift"):
+        _GrownConfig(token_shift=-1)
 
 
 def test_a_field_without_flag_help_is_refused():

@@ -54,6 +54,7 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
         raise app.UsageError(str(error)) from None
     if no_weight_decay and FLAGS.weight_decay:
         optimizer.exclude_from_weight_decay(var_list=list(no_weight_decay))
+    metrics.setdefault("metrics", [])  # keras-hub tasks add their own metrics on "auto"
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -60,7 +60,8 @@ def run(FLAGS, prefix_config):
                                       checkpoint_every_steps=FLAGS.checkpoint_every_steps,
                                       chief=chief)
     train_seconds = time.time() - start
-    loss, accuracy = model.evaluate(data.eval_dataset, verbose=0)
+    scores = model.evaluate(data.eval_dataset, verbose=0, return_dict=True)
+    loss, accuracy = scores["loss"], scores["accuracy"]
     results = {
         "eval_split": FLAGS.eval_split or DEFAULT_SPLITS[FLAGS.dataset.split("/")[0]][1],
         "eval_accuracy": float(accuracy),
