@@ -84,6 +84,11 @@ flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_float("peer_timeout_seconds", 300,
+                   "--strategy=multi_worker_mirrored: a worker whose peer has not answered "
+                   "for this long (no heartbeat, or a collective still waiting) exits with an "
+                   "error naming the peer. Must exceed the slowest healthy step, compilation "
+                   "included.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; prefix variables stay float32.")
 flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
