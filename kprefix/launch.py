@@ -128,6 +128,25 @@ def prefix_config_from_flags():
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
 
+def _run_multi_worker(experiment, prefix_config):
+    """`experiment.run` as one worker of several: exits on SIGTERM/SIGINT even
+    while blocked, and with a message naming the lost peer when one dies."""
+    from kprefix import multi_worker
+
+    try:
+        multi_worker.cluster_from_tf_config()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    multi_worker.exit_on_signals()
+    try:
+        return experiment.run(FLAGS, prefix_config)
+    except multi_worker.PEER_FAILURE_ERRORS as error:
+        detail = [line for line in str(error).splitlines() if line.strip() and not line.startswith(
+            ("Graph execution error", "Detected at", "The error could be"))]
+        print("TensorFlow: " + " ".join(detail[:3]), file=sys.stderr)
+        sys.exit(multi_worker.describe_peer_failure(error))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -136,7 +155,10 @@ def main(argv):
         from kprefix.experiments import image_classification as experiment
     else:
         from kprefix.experiments import text_generation as experiment
-    results, summary = experiment.run(FLAGS, prefix_config)
+    if FLAGS.strategy == "multi_worker_mirrored":
+        results, summary = _run_multi_worker(experiment, prefix_config)
+    else:
+        results, summary = experiment.run(FLAGS, prefix_config)
     results["flags"] = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
     results_path = os.path.join(FLAGS.workdir, "results.json")
     from kprefix.train import write_json

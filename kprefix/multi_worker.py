@@ -148,3 +148,74 @@ def patch_keras_shape_build():
 
     trainer_module.reduce_per_replica = reduce_per_replica
     _KERAS_SHAPE_BUILD_PATCHED = True
+
+
+_PEER = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+# What TensorFlow raises in a collective whose peer died or stopped answering.
+PEER_FAILURE_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                       tf.errors.AbortedError, tf.errors.CancelledError,
+                       tf.errors.FailedPreconditionError, tf.errors.InternalError)
+
+
+def describe_peer_failure(error, tf_config=None):
+    """A one-line message naming the lost worker(s) of a multi-worker `error`.
+
+    Names the tasks TensorFlow reports other than this one; when it names
+    none (a plain collective timeout), names every other worker of the cluster.
+
+    >>> error = tf.errors.UnavailableError(None, None, "tasks are unhealthy "
+    ...     "(stopped sending heartbeats):\\n/job:worker/replica:0/task:1")
+    >>> describe_peer_failure(error, '{"cluster": {"worker": ["a:1", "b:2"]},'
+    ...                              ' "task": {"type": "worker", "index": 0}}')
+    'Lost worker 1 (b:2): a peer of this worker (0) died or stopped responding (UnavailableError). Restart all workers with the same flags to resume from the last checkpoint.'
+    """
+    workers, task_type, task_index = cluster_from_tf_config(tf_config)
+    me = (task_type, task_index)
+    named = sorted({(job, int(task)) for job, task in _PEER.findall(str(error))} - {me})
+    if not named:
+        named = [("worker", i) for i in range(len(workers)) if ("worker", i) != me]
+
+    def address(job, index):
+        addresses = workers if job == "worker" else []
+        return f" ({addresses[index]})" if index < len(addresses) else ""
+
+    lost = ", ".join(f"{job} {index}{address(job, index)}" for job, index in named)
+    return (f"Lost {lost}: a peer of this {task_type} ({task_index}) died or stopped "
+            f"responding ({type(error).__name__}). Restart all workers with the same "
+            "flags to resume from the last checkpoint.")
+
+
+def exit_on_signals(grace_seconds=10.0, signals=(signal.SIGTERM, signal.SIGINT)):
+    """Makes `signals` end the process even while it is blocked in TensorFlow.
+
+    A Python signal handler runs only when the main thread returns to the
+    interpreter, which never happens while it waits on a collective whose peer
+    is gone. This installs handlers that raise `SystemExit` in the main thread
+    as usual, and a watchdog thread, woken by the signal itself through
+    `signal.set_wakeup_fd`, that ends the process with exit code 128 + signal
+    when it is still alive `grace_seconds` later. Must be called from the main
+    thread; returns the previous handlers.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    previous = {}
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for sig in signals:
+        previous[sig] = signal.signal(sig, handler)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def watchdog():
+        signum = None
+        while signum not in signals:  # other handled signals wake it too
+            signum = os.read(read_fd, 1)[0]
+        time.sleep(grace_seconds)
+        sys.stderr.write(f"Exiting on signal {signum}: the process did not stop within "
+                         f"{grace_seconds:g} seconds (blocked in TensorFlow).\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    threading.Thread(target=watchdog, name="exit-on-signals", daemon=True).start()
+    return previous
