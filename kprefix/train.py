@@ -190,10 +190,13 @@ def restore_latest(model, directory):
     if not checkpoints:
         return 0
     path, epochs_done = checkpoints[-1]
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    # Optimizer slots are variables: created in the model's strategy scope.
+    with model.distribute_strategy.scope():
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
     try:
-        model.load_weights(path)
+        with model.distribute_strategy.scope():
+            model.load_weights(path)
     except Exception as error:  # h5py and Keras raise several types here
         raise ValueError(
             f"Checkpoint {path} could not be loaded ({error}). It is corrupted or "

@@ -55,8 +55,8 @@ def test_two_workers_train_evaluate_export_like_one_worker(tmp_path):
         two = json.loads((run / "results.json").read_text())
         # Every step sees the same global batch as on one worker; only the
         # order of float additions differs. So weights agree to float32
-        # rounding, and the accuracy on the 360 test digits within one digit.
-        assert abs(two["eval_accuracy"] - one["eval_accuracy"]) <= 1 / 360 + 1e-9
+        # rounding, and the accuracy on the 359 test digits within one digit.
+        assert abs(two["eval_accuracy"] - one["eval_accuracy"]) <= 1 / 359 + 1e-9
         for name, value in _weights(run / "checkpoints" / "epoch-1.weights.h5").items():
             np.testing.assert_allclose(value, reference[name], atol=1e-5, err_msg=name)
     assert (tmp_path / "worker0" / "export" / "saved_model.pb").exists()
@@ -67,7 +67,8 @@ def test_dead_peer_fails_fast_and_a_restart_resumes(tmp_path):
     workdir = lambda i: str(tmp_path / f"worker{i}")  # noqa: E731
     flags = QUICK + ["--epochs=30", "--noexport", f"--peer_timeout_seconds={PEER_TIMEOUT}"]
     with Cluster(2, flags, workdir=workdir) as cluster:
-        assert cluster.wait_for_log(0, "Epoch 3/", timeout=240), cluster.log(0)[-3000:]
+        # Epoch 2 has begun: the checkpoint of epoch 1 is written.
+        assert cluster.wait_for_log(0, "Epoch 2/", timeout=240), cluster.log(0)[-3000:]
         # A stopped process keeps its sockets open, like a hung or unreachable
         # machine: only the heartbeat and collective timeouts can detect it.
         cluster.kill(1, signal.SIGSTOP)
@@ -85,7 +86,8 @@ def test_dead_peer_fails_fast_and_a_restart_resumes(tmp_path):
     with Cluster(2, flags, workdir=workdir) as cluster:
         assert cluster.wait_for_log(0, "Resumed from", timeout=240), cluster.log(0)[-3000:]
         assert cluster.wait_for_log(1, "Resumed from", timeout=60)
-        assert cluster.wait_for_log(0, "Epoch 5/", timeout=120), cluster.log(0)[-3000:]
+        # A full epoch after the resumed one has begun: training goes on.
+        assert cluster.wait_for_log(0, "Epoch 3/", timeout=120), cluster.log(0)[-3000:]
         cluster.kill(1, signal.SIGSTOP)
         time.sleep(2)
         cluster.kill(0, signal.SIGTERM)
@@ -93,7 +95,7 @@ def test_dead_peer_fails_fast_and_a_restart_resumes(tmp_path):
         log = cluster.log(0)
     done = [int(line.rsplit(" ", 1)[-1].rstrip(".")) for line in log.splitlines()
             if line.startswith("Resumed from")]
-    assert done and done[0] >= 2, log[-3000:]
+    assert done and done[0] >= 1, log[-3000:]
     assert code == 128 + signal.SIGTERM, log[-3000:]
 
 
