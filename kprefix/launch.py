@@ -129,15 +129,15 @@ def prefix_config_from_flags():
 
 
 def _run_multi_worker(experiment, prefix_config):
-    """`experiment.run` as one worker of several: exits on SIGTERM/SIGINT even
-    while blocked, and with a message naming the lost peer when one dies."""
+    """`experiment.run` as one worker of several: a dead peer ends the run
+    with a message naming it (the strategy also makes SIGTERM/SIGINT end a
+    blocked worker, see `kprefix.multi_worker`)."""
     from kprefix import multi_worker
 
     try:
         multi_worker.cluster_from_tf_config()
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    multi_worker.exit_on_signals()
     try:
         return experiment.run(FLAGS, prefix_config)
     except multi_worker.PEER_FAILURE_ERRORS as error:

@@ -94,6 +94,10 @@ def make_multi_worker_strategy(peer_timeout_seconds):
             timeout_seconds=float(peer_timeout_seconds)),
     )
     patch_keras_shape_build()
+    # After the strategy: its coordination service installs a SIGTERM handler
+    # of its own (for preemption notices) when it starts.
+    if threading.current_thread() is threading.main_thread():
+        exit_on_signals()
     return strategy
 
 
