@@ -142,9 +142,13 @@ def _run_multi_worker(experiment, prefix_config):
         return experiment.run(FLAGS, prefix_config)
     except multi_worker.PEER_FAILURE_ERRORS as error:
         detail = [line for line in str(error).splitlines() if line.strip() and not line.startswith(
-            ("Graph execution error", "Detected at", "The error could be"))]
+            (" ", "\t", "Graph execution error", "Detected at", "The error could be"))]
         print("TensorFlow: " + " ".join(detail[:3]), file=sys.stderr)
-        sys.exit(multi_worker.describe_peer_failure(error))
+        message = multi_worker.describe_peer_failure(error)
+        # TensorFlow's exit waits on a shutdown barrier that the dead peer
+        # never reaches; give exit handlers a few seconds, then leave.
+        multi_worker.exit_after(seconds=5, code=1, message=message)
+        sys.exit(message)
 
 
 def main(argv):

@@ -223,3 +223,18 @@ def exit_on_signals(grace_seconds=10.0, signals=(signal.SIGTERM, signal.SIGINT))
 
     threading.Thread(target=watchdog, name="exit-on-signals", daemon=True).start()
     return previous
+
+
+def exit_after(seconds, code, message=""):
+    """Ends the process with `code` in `seconds` unless it has exited by then.
+
+    For a failed multi-worker run, whose normal exit can wait on peers that
+    are gone.
+    """
+    def leave():
+        time.sleep(seconds)
+        sys.stderr.write(message + "\n" if message else "")
+        sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=leave, name="exit-after", daemon=True).start()
