@@ -59,6 +59,9 @@ def jit_compile_for(strategy, jit_compile):
     replicas (XLA places a function on one device: "resource ... located in
     device CPU:1") and for CPU collectives across workers ("Collectives are
     not yet implemented for CPU devices when compiling with XLA").
+
+    >>> jit_compile_for(tf.distribute.get_strategy(), True)
+    True
     """
     if (not jit_compile or strategy.num_replicas_in_sync == 1
             or isinstance(strategy, tf.distribute.TPUStrategy)):
