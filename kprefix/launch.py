@@ -149,6 +149,12 @@ def _run_multi_worker(experiment, prefix_config):
         # never reaches; give exit handlers a few seconds, then leave.
         multi_worker.exit_after(seconds=5, code=1, message=message)
         sys.exit(message)
+    except BaseException as error:
+        # Any other failure: tell the peers at once (instead of after
+        # --peer_timeout_seconds) and leave promptly.
+        multi_worker.report_failure_to_peers(error)
+        multi_worker.exit_after(seconds=5, code=1)
+        raise
 
 
 def main(argv):

@@ -238,3 +238,20 @@ def exit_after(seconds, code, message=""):
         os._exit(code)
 
     threading.Thread(target=leave, name="exit-after", daemon=True).start()
+
+
+def report_failure_to_peers(error):
+    """Tells every worker of the cluster that this one failed with `error`.
+
+    Their collectives abort at once with a message naming this worker, instead
+    of waiting for its heartbeat to time out. Does nothing outside a cluster.
+    """
+    from tensorflow.python.eager import context
+
+    try:
+        _, task_type, task_index = cluster_from_tf_config()
+        context.context().report_error_to_cluster(
+            tf.errors.ABORTED,
+            f"{task_type} {task_index} failed: {type(error).__name__}: {error}"[:2000])
+    except Exception:  # no cluster, or the service is already gone
+        pass
