@@ -75,7 +75,9 @@ def training_state(model):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         if not optimizer.built:
-            optimizer.build(model.trainable_variables)
+            # Optimizer slots are variables: created in the model's strategy scope.
+            with model.distribute_strategy.scope():
+                optimizer.build(model.trainable_variables)
         state.update((_key("optimizer", i, v), v) for i, v in enumerate(optimizer.variables))
     return state
 
@@ -209,5 +211,6 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {self._path(step, 'npz')} is from a different model ({details}). "
                 "Use the flags the run started with, or a new --workdir.")
-        for key, variable in state.items():
-            variable.assign(arrays[key])
+        with model.distribute_strategy.scope():
+            for key, variable in state.items():
+                variable.assign(arrays[key])

@@ -132,6 +132,11 @@ flags.DEFINE_enum("strategy", "default",
                   ["default", "mirrored", "multi_worker_mirrored", "tpu"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+flags.DEFINE_float("peer_timeout_seconds", 300,
+                   "--strategy=multi_worker_mirrored: a worker whose peer has not answered "
+                   "for this long (no heartbeat, or a collective still waiting) exits with an "
+                   "error naming the peer. Must exceed the slowest healthy step, compilation "
+                   "included.")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; prefix variables stay float32.")
 flags.DEFINE_bool("jit_compile", True, "Compile the train step with XLA.")
@@ -147,6 +152,7 @@ flags.DEFINE_integer("checkpoint_every_steps", 0,
 # (see kprefix.workdir.check_run_config). `epochs` may only grow.
 RESTART_MAY_CHANGE = {
     "workdir", "export", "strategy", "tpu", "jit_compile", "checkpoint_every_steps",
+    "peer_timeout_seconds", "config",
     "tfds_data_dir", "manual_dir", "text_data_dir", "eval_split", "max_eval_examples",
     "eval_batch_size", "num_beams", "max_new_tokens", "min_new_tokens", "length_penalty",
     "length_normalization", "no_repeat_ngram_size", "early_stopping", "force_end_at_max_length",
@@ -181,6 +187,38 @@ def _launch_flags():
 def _fail(message, code=1):
     print(f"\nError: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def _run_multi_worker(experiment, prefix_config):
+    """`experiment.run` as one worker of several: a dead peer ends the run
+    with a message naming it (the strategy also makes SIGTERM/SIGINT end a
+    blocked worker, see `kprefix.multi_worker`)."""
+    from kprefix import multi_worker
+
+    try:
+        multi_worker.cluster_from_tf_config()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    try:
+        return experiment.run(FLAGS, prefix_config)
+    except multi_worker.PEER_FAILURE_ERRORS as error:
+        detail = [line for line in str(error).splitlines() if line.strip() and not line.startswith(
+            (" ", "\t", "Graph execution error", "Detected at", "The error could be"))]
+        print("TensorFlow: " + " ".join(detail[:3]), file=sys.stderr)
+        message = multi_worker.describe_peer_failure(error)
+        # TensorFlow's exit waits on a shutdown barrier that the dead peer
+        # never reaches; give exit handlers a few seconds, then leave.
+        multi_worker.exit_after(seconds=5, code=1, message=message)
+        sys.exit(message)
+    except BaseException as error:
+        # Any other failure (preemption included): tell the peers at once
+        # (instead of after --peer_timeout_seconds) and leave promptly.
+        from kprefix.train import Preempted
+
+        multi_worker.report_failure_to_peers(error)
+        multi_worker.exit_after(seconds=5, code=Preempted.exit_code
+                                if isinstance(error, Preempted) else 1)
+        raise
 
 
 def main(argv):
@@ -230,7 +268,10 @@ def _run(task, prefix_config):
     else:
         from kprefix.experiments import text_generation as experiment
     try:
-        results, summary = experiment.run(FLAGS, prefix_config)
+        if FLAGS.strategy == "multi_worker_mirrored":
+            results, summary = _run_multi_worker(experiment, prefix_config)
+        else:
+            results, summary = experiment.run(FLAGS, prefix_config)
     except train.Diverged as error:
         if task.is_chief:
             workdir.write_json(results_path, {"status": "diverged", "error": str(error),

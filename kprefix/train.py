@@ -34,20 +34,54 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def make_strategy(name, tpu=""):
-    """The `tf.distribute` strategy called `name` (see `STRATEGIES`)."""
+def make_strategy(name, tpu="", peer_timeout_seconds=300):
+    """The `tf.distribute` strategy called `name` (see `STRATEGIES`).
+
+    `multi_worker_mirrored` reads `TF_CONFIG`; a worker whose peer stops
+    responding fails after `peer_timeout_seconds` (see `kprefix.multi_worker`).
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from kprefix.multi_worker import make_multi_worker_strategy
+
+        return make_multi_worker_strategy(peer_timeout_seconds)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown --strategy={name!r}; choose one of {', '.join(STRATEGIES)}.")
+
+
+def jit_compile_for(strategy, jit_compile):
+    """`jit_compile`, or False with a one-line notice where XLA cannot compile the step.
+
+    Keras compiles the whole distributed step (every replica and the
+    cross-replica reduction) as one XLA function. That works on one device,
+    on TPUs, and with one GPU per worker; it fails when one worker has several
+    replicas (XLA places a function on one device: "resource ... located in
+    device CPU:1") and for CPU collectives across workers ("Collectives are
+    not yet implemented for CPU devices when compiling with XLA").
+
+    >>> jit_compile_for(tf.distribute.get_strategy(), True)
+    True
+    """
+    if (not jit_compile or strategy.num_replicas_in_sync == 1
+            or isinstance(strategy, tf.distribute.TPUStrategy)):
+        return jit_compile
+    local_devices = strategy.extended.worker_devices
+    on_cpu = all("CPU" in device.upper().rsplit("/", 1)[-1] for device in local_devices)
+    several_workers = strategy.num_replicas_in_sync > len(local_devices)
+    if len(local_devices) > 1 or (several_workers and on_cpu):
+        where = (f"{len(local_devices)} replicas on this worker" if len(local_devices) > 1
+                 else "collectives between CPU workers")
+        print(f"Note: --jit_compile is off: XLA cannot compile a step with {where}.",
+              flush=True)
+        return False
+    return jit_compile
 
 
 def set_precision(policy):
@@ -194,7 +228,18 @@ def epoch_stream(make_epoch, first_epoch, epochs):
     batched dataset; seeding its shuffle and augmentation with `epoch` makes
     a resumed run identical to an uninterrupted one.
     """
-    return tf.data.Dataset.range(first_epoch, epochs).flat_map(make_epoch)
+    return shard_by_data(tf.data.Dataset.range(first_epoch, epochs).flat_map(make_epoch))
+
+
+def shard_by_data(dataset):
+    """`dataset` set to be split by examples over workers.
+
+    Several workers each take their part of every global batch (not whole
+    files), so a step sees the same examples as on one worker.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 class Diverged(RuntimeError):
@@ -344,7 +389,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     with _OnSigterm(guard):
         if offset and first_epoch < epochs:
             # Finish the interrupted epoch from the batch after the checkpoint.
-            run(make_epoch(tf.constant(first_epoch, tf.int64)).skip(offset),
+            run(shard_by_data(make_epoch(tf.constant(first_epoch, tf.int64)).skip(offset)),
                 first_epoch, first_epoch + 1, steps_per_epoch - offset)
             first_epoch += 1
         if first_epoch < epochs:

@@ -8,7 +8,7 @@ from kprefix.backbones import build_backbone
 
 def strategy_and_backbone(FLAGS):
     """The distribution strategy, and the backbone built in its scope."""
-    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.peer_timeout_seconds)
     train.set_precision(FLAGS.precision)
     with strategy.scope():
         try:
@@ -58,7 +58,7 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=FLAGS.jit_compile,
+        jit_compile=train.jit_compile_for(model.distribute_strategy, FLAGS.jit_compile),
         **metrics,
     )
 
