@@ -245,9 +245,9 @@ def shard_by_data(dataset):
 class Diverged(RuntimeError):
     """The loss became NaN or infinite; nothing of that state was written."""
 
-    def __init__(self, step, loss):
+    def __init__(self, step, what):
         super().__init__(
-            f"the training loss became {loss} at step {step}. Nothing from that step on was "
+            f"{what} at step {step}. Nothing from that step on was "
             "saved; the last good checkpoint is kept. Lower --learning_rate (or check the "
             "data) and use a new --workdir, or rerun to resume from the last checkpoint.")
         self.step = step
@@ -270,10 +270,9 @@ class RunGuard(keras.callbacks.Callback):
     non-finite state never reaches a checkpoint.
     """
 
-    def __init__(self, store, steps_per_epoch, every_steps=0):
+    def __init__(self, store, every_steps=0):
         super().__init__()
         self.store = store
-        self.steps_per_epoch = steps_per_epoch
         self.every_steps = every_steps
         self.terminate = False
         self.last_saved = None
@@ -286,14 +285,14 @@ class RunGuard(keras.callbacks.Callback):
             try:
                 self.store.save(self.model, step)
             except NonFiniteState as error:
-                raise Diverged(step, f"finite but the weights are not ({error})") from None
+                raise Diverged(step, f"the weights became non-finite ({error})") from None
             self.last_saved = step
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         step = self._step()
         if loss is not None and not np.isfinite(float(loss)):
-            raise Diverged(step, float(loss))
+            raise Diverged(step, f"the training loss became {float(loss)}")
         if self.every_steps and step % self.every_steps == 0:
             self.save(step)
         if self.terminate:
@@ -368,7 +367,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     elif resumed_step:
         log(f"Resumed from {store.directory} at step {resumed_step} "
             f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
-    guard = RunGuard(store, steps_per_epoch, checkpoint_every_steps)
+    guard = RunGuard(store, checkpoint_every_steps)
     guard.last_saved = resumed_step
     callbacks = [guard]
     if chief:
