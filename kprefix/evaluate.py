@@ -45,14 +45,22 @@ from kprefix.metrics.webnlg import read_text_lines, read_webnlg_references, scor
 TASKS = ("e2e", "webnlg", "xsum")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", None, list(TASKS), "Benchmark whose official metrics to compute.")
-flags.DEFINE_string("references", None, "Reference file or folder (see the module docstring).")
-flags.DEFINE_string("predictions", None, "File with the system outputs, one per line.")
-flags.DEFINE_string("webnlg_test_xml", None,
-                    "WebNLG 2017 test XML giving each entry's category (seen/unseen); default: "
-                    f"{WEBNLG_TEST_FILE} in the WebNLG folder the references belong to.")
-flags.DEFINE_bool("meteor", True, "Compute METEOR (needs Java; ~30-40 s).")
-flags.DEFINE_bool("java", True, "Use Java where available (METEOR, exact PTB tokenisation).")
+
+
+def define_flags():
+    """The command's flags; defined only when it runs, so importing stays free of them
+    (`kprefix.launch` has a `--task` of its own)."""
+    flags.DEFINE_enum("task", None, list(TASKS), "Benchmark whose official metrics to compute.")
+    flags.DEFINE_string("references", None,
+                        "Reference file or folder (see the module docstring).")
+    flags.DEFINE_string("predictions", None, "File with the system outputs, one per line.")
+    flags.DEFINE_string("webnlg_test_xml", None,
+                        "WebNLG 2017 test XML giving each entry's category (seen/unseen); "
+                        f"default: {WEBNLG_TEST_FILE} in the WebNLG folder the references "
+                        "belong to.")
+    flags.DEFINE_bool("meteor", True, "Compute METEOR (needs Java; ~30-40 s).")
+    flags.DEFINE_bool("java", True,
+                      "Use Java where available (METEOR, exact PTB tokenisation).")
 
 
 class InputError(Exception):
@@ -182,6 +190,7 @@ def main(argv: Sequence[str]) -> None:
 
 def console_main():
     """The `kprefix-evaluate` console script."""
+    define_flags()
     cli.run(main)
 
 

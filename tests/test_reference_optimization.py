@@ -220,10 +220,10 @@ def test_nlg_flagfiles_set_the_reference_training_settings(monkeypatch):
     monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for name in ("e2e", "webnlg", "xsum", "e2e_no_share", "xsum_simple_share"):
         values = read_flag_args([f"--flagfile=configs/nlg/{name}.cfg"])
-        assert (values["clip_norm"], values["warmup_steps"]) == ("1.0", "0"), name
+        assert (values["clip_norm"], values["warmup_steps"]) == (1.0, 0), name
         assert values["prefix_mlp_init"] == "torch_linear", name
         # GPT-2 in eval mode (use_dropout=no); BART in train mode with its dropout.
-        expected = "true" if name.startswith("xsum") else "false"
+        expected = name.startswith("xsum")
         assert values["backbone_dropout"] == expected, name
 
 
@@ -235,8 +235,10 @@ def test_text_batches_keep_the_remainder_with_zero_weight_rows():
     from kprefix.tasks.tokenizers import load_tokenizer
 
     examples = [NLGExample(source=f"name[A{i}]", targets=(f"A{i} is here.",)) for i in range(5)]
-    settings = SimpleNamespace(task="table_to_text", batch_size=2, source_length=8,
-                               target_length=8, seed=0, drop_remainder=False)
+    settings = SimpleNamespace(task="table_to_text", dataset="e2e", e2e_source_format="raw",
+                               webnlg_source_format="raw",
+                               batch_size=2, source_length=8, target_length=8, seed=0,
+                               drop_remainder=False)
     make_epoch, steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
     batches = list(make_epoch(tf.constant(0, tf.int64)))
     assert steps == len(batches) == 3

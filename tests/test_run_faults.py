@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from kprefix.checkpoints import CheckpointStore
-from kprefix.data.nlg import shared_data_dir
+from kprefix.data.nlg import locate_shared_data_dir
 from kprefix.workdir import WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def test_sigterm_saves_and_exits_for_a_restart(digits_run, tmp_path):
         np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)
 
 
-DATA = shared_data_dir()
+DATA, _ = locate_shared_data_dir()
 
 
 @pytest.mark.large
