@@ -155,8 +155,8 @@ class CheckpointStore:
                 if exists(self._path(step, suffix)):
                     gfile.remove(self._path(step, suffix))
 
-    def _read_verified(self, step):
-        """The arrays of checkpoint `step`, or raises `CheckpointError` saying what is wrong."""
+    def read(self, step):
+        """The arrays of checkpoint `step`, checksum verified; else `CheckpointError` saying why."""
         manifest_path, path = self._path(step, "json"), self._path(step, "npz")
         try:
             with gfile.GFile(manifest_path, "r") as f:
@@ -185,7 +185,7 @@ class CheckpointStore:
         problems = []
         for step in reversed(steps):
             try:
-                arrays = self._read_verified(step)
+                arrays = self.read(step)
             except CheckpointError as error:
                 problems.append(str(error))
                 log(f"Skipping a damaged checkpoint: {error}. It is left in place.")

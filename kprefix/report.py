@@ -83,30 +83,8 @@ def summarize(accuracies) -> Cell:
     return Cell(statistics.fmean(values), std, len(values))
 
 
-def find_results(results_dir: str) -> list[dict]:
-    """Every launch results JSON under `results_dir`, searched recursively."""
-    found = []
-    for root, _, files in os.walk(results_dir):
-        for name in sorted(files):
-            if not name.endswith(".json"):
-                continue
-            path = os.path.join(root, name)
-            try:
-                with open(path) as f:
-                    payload = json.load(f)
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(payload, dict) and "eval_accuracy" in payload and "flags" in payload:
-                found.append(payload)
-    return found
-
-
-Key = tuple[str, str, str]  # (dataset, variant, placement)
-
-
-def find_text_results(results_dir: str) -> list[dict]:
-    """Every text-generation results JSON (it has `scores` and `flags.task`) under `results_dir`."""
-    found = []
+def _json_files(results_dir: str):
+    """The JSON objects in the files under `results_dir` (searched recursively)."""
     for root, _, files in os.walk(results_dir):
         for name in sorted(files):
             if not name.endswith(".json"):
@@ -116,11 +94,23 @@ def find_text_results(results_dir: str) -> list[dict]:
                     payload = json.load(f)
             except (OSError, json.JSONDecodeError):
                 continue
-            if (isinstance(payload, dict) and isinstance(payload.get("scores"), dict)
-                    and isinstance(payload.get("flags"), dict)
-                    and payload["flags"].get("task") in TEXT_TASKS):
-                found.append(payload)
-    return found
+            if isinstance(payload, dict):
+                yield payload
+
+
+def find_results(results_dir: str) -> list[dict]:
+    """Every image-classification results JSON under `results_dir`."""
+    return [p for p in _json_files(results_dir) if "eval_accuracy" in p and "flags" in p]
+
+
+Key = tuple[str, str, str]  # (dataset, variant, placement)
+
+
+def find_text_results(results_dir: str) -> list[dict]:
+    """Every text-generation results JSON (it has `scores` and `flags.task`) under `results_dir`."""
+    return [p for p in _json_files(results_dir)
+            if isinstance(p.get("scores"), dict) and isinstance(p.get("flags"), dict)
+            and p["flags"].get("task") in TEXT_TASKS]
 
 
 TEXT_TASKS = ("table_to_text", "summarization")

@@ -267,18 +267,17 @@ class RunGuard(keras.callbacks.Callback):
     """Checks every step's loss, checkpoints, and answers SIGTERM.
 
     The loss check runs before anything is saved at that step, so a
-    non-finite state never reaches a checkpoint.
+    non-finite state never reaches a checkpoint. `step` counts global
+    training steps on the host, from the step the run resumed at, so no
+    device read is needed to know it.
     """
 
-    def __init__(self, store, every_steps=0):
+    def __init__(self, store, resumed_step=0, every_steps=0):
         super().__init__()
         self.store = store
         self.every_steps = every_steps
         self.terminate = False
-        self.last_saved = None
-
-    def _step(self):
-        return int(self.model.optimizer.iterations.numpy())
+        self.step = self.last_saved = resumed_step
 
     def save(self, step):
         if step != self.last_saved:
@@ -290,7 +289,7 @@ class RunGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        step = self._step()
+        self.step = step = self.step + 1
         if loss is not None and not np.isfinite(float(loss)):
             raise Diverged(step, f"the training loss became {float(loss)}")
         if self.every_steps and step % self.every_steps == 0:
@@ -300,7 +299,7 @@ class RunGuard(keras.callbacks.Callback):
             raise Preempted(step, self.store.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(self._step())
+        self.save(self.step)
 
 
 class _OnSigterm:
@@ -367,8 +366,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     elif resumed_step:
         log(f"Resumed from {store.directory} at step {resumed_step} "
             f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
-    guard = RunGuard(store, checkpoint_every_steps)
-    guard.last_saved = resumed_step
+    guard = RunGuard(store, resumed_step, checkpoint_every_steps)
     callbacks = [guard]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))

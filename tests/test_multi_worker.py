@@ -30,7 +30,7 @@ EXIT_MARGIN = 30  # seconds to notice the abort, shut down and exit
 
 def _final_state(workdir):
     store = CheckpointStore(os.path.join(workdir, "checkpoints"))
-    return store._read_verified(store.steps()[-1])
+    return store.read(store.steps()[-1])
 
 
 def _written_paths(trace_file, root):

@@ -34,7 +34,7 @@ def launch(*flags, timeout=600):
 def final_state(workdir):
     """The arrays of the newest checkpoint of a finished run."""
     store = CheckpointStore(os.path.join(workdir, "checkpoints"))
-    return store._read_verified(store.steps()[-1]), store.steps()[-1]
+    return store.read(store.steps()[-1]), store.steps()[-1]
 
 
 def kill_and_resume(flags, workdir, kill_after_step, sig=signal.SIGKILL):
@@ -132,7 +132,7 @@ def test_divergence_stops_with_strict_json_and_no_poisoned_files(tmp_path):
     store = CheckpointStore(str(workdir / "checkpoints"))
     assert store.steps(), "the last good checkpoint is kept"
     for step in store.steps():
-        assert all(np.all(np.isfinite(a)) for a in store._read_verified(step).values()
+        assert all(np.all(np.isfinite(a)) for a in store.read(step).values()
                    if a.dtype.kind == "f")
     assert not [name for name in os.listdir(workdir) if name.startswith("export")]
 
