@@ -1,4 +1,4 @@
-"""Export: fold the prefixes, then write a SavedModel for serving.
+"""Export: fold the prefixes (or merge LoRA), then write a SavedModel for serving.
 
 The SavedModel needs neither kprefix nor keras-hub to load: its
 `serving_default` signature takes float32 images `(batch, H, W, 3)`, already
@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from kprefix.checkpoints import NonFiniteState
+from kprefix.methods import folded_for_export
 from kprefix.workdir import exists, partial_directory, recover_directory, replace_directory
 
 
@@ -56,11 +57,11 @@ def _require_finite(model):
 
 
 def export_image_classifier(model, directory, writer=True):
-    """Folds `model`'s prefixes and writes the serving SavedModel to `directory`.
+    """Folds `model`'s prefixes (merges LoRA) and writes the serving SavedModel to `directory`.
 
     Returns the folded model (the one that was exported).
     """
-    folded = model.fold() if model.prefix is not None else model
+    folded = folded_for_export(model)
     _require_finite(folded)
     image_shape = tuple(int(d) for d in folded.backbone.image_shape)
 
@@ -94,7 +95,7 @@ def export_image_classifier(model, directory, writer=True):
 
 def export_text_generator(model, tokenizer, directory, source_length, settings, write=True,
                           writer=True, reference_framing=False):
-    """Folds `model`'s prefixes and builds a text-in/text-out serving function.
+    """Folds `model`'s prefixes (merges LoRA) and builds a text-in/text-out serving function.
 
     Tokenization, beam search (`kprefix.decoding`) and detokenization all run
     in the graph. `settings` are the decoding keyword arguments. With `write`
@@ -114,7 +115,7 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     from kprefix import decoding
     from kprefix.tasks.text_features import prompt_features
 
-    folded = model.fold() if model.prefix is not None else model
+    folded = folded_for_export(model)
     _require_finite(folded)
     is_causal = isinstance(folded, keras_hub.models.GPT2CausalLM)
     special = {tokenizer.end_token_id}

@@ -25,6 +25,7 @@ import sys
 from absl import app, flags
 
 from kprefix import cli, logs
+from kprefix import methods
 from kprefix.flag_help import group
 from kprefix.prefix import flags as prefix_flags
 
@@ -42,6 +43,23 @@ group("Model")
 flags.DEFINE_string("backbone", "vit_tiny",
                     "Built-in config (vit_tiny, vit_b16_random, ...), keras-hub preset "
                     "name, or local preset directory.")
+flags.DEFINE_enum("method", "prefix", list(methods.METHODS),
+                  "What trains: 'prefix' (the --prefix_* flags), 'linear' (the head alone), "
+                  "'finetune' (everything), 'partial' (the top --partial_layers blocks), 'lora' "
+                  "(--lora_rank), 'vpt' (--vpt_length prompt tokens, --prefix_placement "
+                  "shallow/deep) or 'adapter' (--adapter_dim, --adapter_style). Text tasks: "
+                  f"{', '.join(methods.TEXT_METHODS)}.")
+flags.DEFINE_integer("partial_layers", 1,
+                     "--method=partial: blocks trained at the top of each stack, with the final "
+                     "norm (VPT's Partial-1: 1; Li & Liang's FT-top2: 2).", lower_bound=1)
+flags.DEFINE_integer("lora_rank", 8,
+                     "--method=lora: rank of the query and value updates (keras-hub "
+                     "enable_lora; alpha = rank).", lower_bound=1)
+flags.DEFINE_integer("vpt_length", 50, "--method=vpt: prompt tokens per block.", lower_bound=1)
+flags.DEFINE_integer("adapter_dim", 8, "--method=adapter: bottleneck width.", lower_bound=1)
+flags.DEFINE_enum("adapter_style", "pfeiffer", ["pfeiffer", "houlsby"],
+                  "--method=adapter: 'pfeiffer' after each MLP (VPT's Adapter), 'houlsby' "
+                  "after each attention and MLP sub-block.")
 # The --prefix_* flags, one per PrefixConfig field (kprefix/prefix/config.py).
 prefix_flags.define_prefix_flags()
 flags.DEFINE_string("prefix_init_text", "summarize",
@@ -121,6 +139,9 @@ flags.DEFINE_float("clip_norm", 0.0,
 flags.DEFINE_enum("schedule_unit", "step", ["step", "epoch"],
                   "'step': the learning rate changes every step; 'epoch' (SGD): warm-up and "
                   "cosine advance once per epoch, epoch 0 at rate 0, as the reference scheduler.")
+flags.DEFINE_enum("lr_decay", "auto", ["auto", "cosine", "linear"],
+                  "Decay after the warm-up: 'auto' is cosine for SGD and linear for AdamW; "
+                  "VPT's full fine-tuning uses AdamW with 'cosine'.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size, over all replicas.", lower_bound=1)
 flags.DEFINE_integer("epochs", 30, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer("warmup_epochs", 1, "Linear warm-up epochs (SGD).")
@@ -180,6 +201,17 @@ def prefix_config_from_flags():
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
 
+def method_config_from_flags():
+    """The `MethodConfig` of `--method` and its options; errors name the flag."""
+    if FLAGS.task != "image_classification" and FLAGS.method not in methods.TEXT_METHODS:
+        raise app.UsageError(f"--method={FLAGS.method} does not apply to --task={FLAGS.task}; "
+                             f"text tasks take {', '.join(methods.TEXT_METHODS)}.")
+    try:
+        return methods.config_from_flags(FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+
+
 def _launch_flags():
     return {f.name: f.value for f in FLAGS.get_flags_for_module(sys.modules[__name__])}
 
@@ -224,7 +256,8 @@ def _run_multi_worker(experiment, prefix_config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    prefix_config = prefix_config_from_flags()
+    method_config_from_flags()
+    prefix_config = prefix_config_from_flags() if FLAGS.method == "prefix" else None
     logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
     from kprefix import workdir
 

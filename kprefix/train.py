@@ -126,6 +126,7 @@ class WarmupLinear(WarmupCosine):
 
 
 SCHEDULE_UNITS = ("step", "epoch")
+DECAYS = ("auto", "cosine", "linear")
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
@@ -157,11 +158,13 @@ class PerEpoch(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epochs,
-                  warmup_steps, schedule_unit="step"):
+                  warmup_steps, schedule_unit="step", decay="auto"):
     """The learning-rate schedule of optimizer `name`.
 
     `sgd`: base rate scaled by `global_batch_size / 256`, linear warm-up then
-    cosine to 0; `adamw`: linear warm-up then linear decay. With
+    cosine to 0; `adamw`: linear warm-up then linear decay. `decay`
+    (`cosine` or `linear`) overrides the optimizer's decay shape, e.g. AdamW
+    with cosine decay for VPT's full fine-tuning. With
     `schedule_unit="epoch"`, `warmup_steps` counts epochs and the rate changes
     once per epoch (the reference vision scheduler); otherwise it changes
     every step and `warmup_steps` counts steps.
@@ -171,8 +174,12 @@ def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epoch
                          f"{', '.join(SCHEDULE_UNITS)}.")
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    shape, base = ((WarmupCosine, learning_rate * global_batch_size / 256) if name == "sgd"
-                   else (WarmupLinear, learning_rate))
+    if decay not in DECAYS:
+        raise ValueError(f"Unknown --lr_decay={decay!r}; choose one of {', '.join(DECAYS)}.")
+    if decay == "auto":
+        decay = "cosine" if name == "sgd" else "linear"
+    shape = WarmupCosine if decay == "cosine" else WarmupLinear
+    base = learning_rate * global_batch_size / 256 if name == "sgd" else learning_rate
     if schedule_unit == "epoch":
         return PerEpoch(shape(base, warmup_steps, epochs), steps_per_epoch)
     return shape(base, warmup_steps, steps_per_epoch * epochs)

@@ -137,3 +137,13 @@ def family_of(backbone):
 def attention_sites(backbone):
     """Every attention layer of `backbone` that can take a prefix, in order."""
     return family_of(backbone).attention_sites(backbone)
+
+
+def transformer_blocks(backbone):
+    """Every transformer block of `backbone` (`TransformerBlock`s), in order."""
+    return family_of(backbone).blocks(backbone)
+
+
+def final_norms(backbone):
+    """The LayerNorms after the last block (none for post-LN BART)."""
+    return family_of(backbone).final_norms(backbone)

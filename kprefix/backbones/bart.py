@@ -15,7 +15,7 @@ Example:
 ['encoder_0', 'decoder_0', 'cross_0']
 """
 
-from kprefix.backbones.sites import AttentionSite
+from kprefix.backbones.sites import AttentionSite, TransformerBlock
 
 
 def attention_sites(backbone):
@@ -32,3 +32,22 @@ def attention_sites(backbone):
         for i, layer in enumerate(backbone.decoder_transformer_layers)
     ]
     return encoder + decoder + cross
+
+
+def blocks(backbone):
+    encoder = [
+        TransformerBlock("encoder", i, layer, (layer._self_attention_layer._output_dense,),
+                         layer._feedforward_output_dense)
+        for i, layer in enumerate(backbone.encoder_transformer_layers)
+    ]
+    decoder = [
+        TransformerBlock("decoder", i, layer, (layer._self_attention_layer._output_dense,
+                                               layer._cross_attention_layer._output_dense),
+                         layer._feedforward_output_dense)
+        for i, layer in enumerate(backbone.decoder_transformer_layers)
+    ]
+    return encoder + decoder
+
+
+def final_norms(backbone):
+    return []  # post-LN blocks: each block ends in its own LayerNorm

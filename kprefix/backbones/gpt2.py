@@ -18,7 +18,7 @@ Example:
 ['decoder_0', 'decoder_1']
 """
 
-from kprefix.backbones.sites import AttentionSite
+from kprefix.backbones.sites import AttentionSite, TransformerBlock
 
 
 def attention_sites(backbone):
@@ -26,6 +26,18 @@ def attention_sites(backbone):
         AttentionSite("decoder", i, layer._self_attention_layer, layer._self_attention_layer_norm)
         for i, layer in enumerate(backbone.transformer_layers)
     ]
+
+
+def blocks(backbone):
+    return [
+        TransformerBlock("decoder", i, layer, (layer._self_attention_layer._output_dense,),
+                         layer._feedforward_output_dense)
+        for i, layer in enumerate(backbone.transformer_layers)
+    ]
+
+
+def final_norms(backbone):
+    return [backbone.get_layer("layer_norm")]
 
 
 class _OffsetPositionEmbedding:

@@ -1,4 +1,6 @@
-"""`AttentionSite`: one attention layer of a backbone that can take a prefix."""
+"""Where methods enter a backbone: `AttentionSite` (an attention layer that
+can take a prefix) and `TransformerBlock` (a block, with the output
+projections that adapters follow)."""
 
 import dataclasses
 from typing import Optional
@@ -32,3 +34,28 @@ class AttentionSite:
     @property
     def hidden_dim(self) -> int:
         return int(self.attention.key_dense.kernel.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerBlock:
+    """One transformer block and the layers that end its sub-blocks.
+
+    Attributes:
+        kind: `encoder` or `decoder` (BART has both; placement and
+            Partial-k count blocks within a kind).
+        index: the block's depth within its kind, from 0.
+        layer: the block itself.
+        attention_outputs: the output projections of its attention sub-blocks
+            (self-attention, then cross-attention in a BART decoder).
+        mlp_output: the last dense layer of its MLP sub-block.
+    """
+
+    kind: str
+    index: int
+    layer: keras.layers.Layer
+    attention_outputs: tuple
+    mlp_output: keras.layers.Layer
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.mlp_output.kernel.shape[-1])

@@ -10,7 +10,7 @@ Example:
 ['encoder_0', 'encoder_1']
 """
 
-from kprefix.backbones.sites import AttentionSite
+from kprefix.backbones.sites import AttentionSite, TransformerBlock
 
 
 def attention_sites(backbone):
@@ -19,3 +19,15 @@ def attention_sites(backbone):
         AttentionSite("encoder", i, block.mha, block.layer_norm_1)
         for i, block in enumerate(encoder.encoder_layers)
     ]
+
+
+def blocks(backbone):
+    encoder = backbone.get_layer("vit_encoder")
+    return [
+        TransformerBlock("encoder", i, block, (block.mha._output_dense,), block.mlp.dense_2)
+        for i, block in enumerate(encoder.encoder_layers)
+    ]
+
+
+def final_norms(backbone):
+    return [backbone.get_layer("vit_encoder").layer_norm]

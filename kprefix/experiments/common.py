@@ -1,8 +1,8 @@
-"""Pieces every experiment shares: strategy and backbone set-up."""
+"""Pieces every experiment shares: strategy and backbone set-up, the method."""
 
 from absl import app
 
-from kprefix import train
+from kprefix import methods, train
 from kprefix.backbones import build_backbone
 
 
@@ -45,7 +45,7 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
     try:
         schedule = train.make_schedule(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.batch_size, steps_per_epoch,
-            FLAGS.epochs, warmup, FLAGS.schedule_unit)
+            FLAGS.epochs, warmup, FLAGS.schedule_unit, FLAGS.lr_decay)
         optimizer = train.make_optimizer(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
             steps_per_epoch * FLAGS.epochs, warmup, FLAGS.weight_decay_mode, FLAGS.clip_norm,
@@ -63,7 +63,22 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
     )
 
 
-def count_parameters(weights):
-    import keras
+def apply_method(model, FLAGS):
+    """Applies `--method` to `model` (in the strategy's scope); returns the
+    parameter accounting that `results.json` records."""
+    backbone_parameters = methods.count_parameters(model.backbone.weights)
+    config = methods.config_from_flags(FLAGS)
+    try:
+        methods.apply_method(model, config, seed=FLAGS.seed)
+    except ValueError as error:
+        raise app.UsageError(f"--method={FLAGS.method}: {error}") from None
+    return methods.parameter_accounting(model, backbone_parameters)
 
-    return sum(int(keras.ops.size(w)) for w in weights)
+
+def describe_parameters(FLAGS, accounting):
+    """'Backbone X, method Y: N trainable parameters (p% of the backbone's M)'."""
+    method = FLAGS.method if FLAGS.method != "prefix" else f"prefix ({FLAGS.prefix_variant})"
+    return (f"Backbone {FLAGS.backbone}, method {method}: "
+            f"{accounting['trainable_parameters']:,} trainable parameters "
+            f"({accounting['trainable_percent']:.3g}% of the backbone's "
+            f"{accounting['backbone_parameters']:,})")

@@ -9,8 +9,8 @@ from absl import app
 
 from kprefix import train
 from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
-from kprefix.experiments.common import (check_batching, compile_for_training,
-                                        count_parameters, strategy_and_backbone)
+from kprefix.experiments.common import (apply_method, check_batching, compile_for_training,
+                                        describe_parameters, strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
 from kprefix.tasks.image_preprocessors import preset_preprocessor, renormalizer
@@ -40,6 +40,7 @@ def run(FLAGS, prefix_config):
         model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
                                       seed=FLAGS.seed, head_init=FLAGS.head_init,
                                       name="classifier")
+        accounting = apply_method(model, FLAGS)
         warmup = FLAGS.warmup_epochs * (1 if FLAGS.schedule_unit == "epoch"
                                         else data.steps_per_epoch)
         # torch.optim.SGD as the reference calls it leaves the head bias undecayed.
@@ -49,9 +50,8 @@ def run(FLAGS, prefix_config):
             no_weight_decay=[model.head.bias] if coupled else (),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    trainable = count_parameters(model.trainable_weights)
-    print(f"Backbone {FLAGS.backbone} (frozen), {data.num_classes} classes, "
-          f"{trainable:,} trainable parameters, {data.steps_per_epoch} steps/epoch.", flush=True)
+    print(f"{describe_parameters(FLAGS, accounting)}; {data.num_classes} classes, "
+          f"{data.steps_per_epoch} steps/epoch.", flush=True)
 
     chief = this_task().is_chief
     start = time.time()
@@ -68,7 +68,7 @@ def run(FLAGS, prefix_config):
         "eval_loss": float(loss),
         "train_seconds": round(train_seconds, 1),
         "resumed_from_step": resumed_from,
-        "trainable_parameters": trainable,
+        **accounting,
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
     }
     summary = [f"{results['eval_split']} accuracy: {accuracy:.4f}"]

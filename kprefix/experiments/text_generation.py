@@ -17,8 +17,8 @@ from absl import app
 from kprefix import train
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
-from kprefix.experiments.common import (check_batching, compile_for_training,
-                                        count_parameters, strategy_and_backbone)
+from kprefix.experiments.common import (apply_method, check_batching, compile_for_training,
+                                        describe_parameters, strategy_and_backbone)
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
@@ -158,7 +158,7 @@ def run(FLAGS, prefix_config):
     needed = {"table_to_text": FLAGS.source_length + max(FLAGS.target_length, FLAGS.max_new_tokens),
               "summarization": max(FLAGS.source_length, FLAGS.target_length,
                                    FLAGS.max_new_tokens + 1)}[FLAGS.task]
-    if FLAGS.task == "table_to_text":
+    if FLAGS.task == "table_to_text" and prefix_config is not None:
         needed += prefix_config.position_shift  # --prefix_position_offset=P
     if needed > limit:
         raise app.UsageError(
@@ -173,13 +173,12 @@ def run(FLAGS, prefix_config):
     check_batching(FLAGS, strategy, steps)
     with strategy.scope():
         model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
+        accounting = apply_method(model, FLAGS)
         compile_for_training(
             model, FLAGS, steps, FLAGS.warmup_steps,
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    trainable = count_parameters(model.trainable_weights)
-    print(f"Backbone {FLAGS.backbone} (frozen), {trainable:,} trainable parameters, "
-          f"{steps} steps/epoch.", flush=True)
+    print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
     chief = this_task().is_chief
     start = time.time()
     history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir,
@@ -208,7 +207,7 @@ def run(FLAGS, prefix_config):
         "train_seconds": round(train_seconds, 1),
         "decode_seconds": round(decode_seconds, 1),
         "resumed_from_step": resumed_from,
-        "trainable_parameters": trainable,
+        **accounting,
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
     }
     if FLAGS.export:

@@ -1,0 +1,199 @@
+"""The paper's comparison methods on a kprefix task model: what trains, what is added.
+
+| method | trains (besides a classifier head) | added to the backbone |
+|---|---|---|
+| `prefix` | the prefix generators (`PrefixConfig`) | prefix keys and values |
+| `linear` | nothing: the head alone (linear probe) | nothing |
+| `finetune` | every backbone weight | nothing |
+| `partial` | the last k blocks of each stack and the final norm (Partial-k, FT-top-k) | nothing |
+| `lora` | low-rank updates of the attention query and value projections | keras-hub's `enable_lora` |
+| `vpt` | prompt tokens after the embeddings (shallow) or at every block (deep) | `VisualPrompts` |
+| `adapter` | bottleneck adapters (Houlsby or Pfeiffer) | `Adapters` |
+
+A task model is built as for prefixes (`prefix_config=None` for every method
+but `prefix`, which leaves the backbone frozen and trains the head), then
+`apply_method` sets what trains and installs what the method adds. The
+language tasks take `prefix`, `finetune`, `partial`, `lora` and `adapter`
+(their output layer is the tied embedding, so `linear` has nothing to train).
+
+Example:
+
+>>> from kprefix.backbones import build_backbone
+>>> from kprefix.tasks import PrefixImageClassifier
+>>> model = PrefixImageClassifier(build_backbone("vit_tiny"), num_classes=3)
+>>> apply_method(model, MethodConfig("partial", partial_layers=1))
+>>> sorted({w.path.split("/")[0] for w in model.trainable_weights})
+['predictions', 'vit_encoder']
+"""
+
+import dataclasses
+
+METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
+TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
+PLACEMENTS = ("shallow", "deep")
+ADAPTER_STYLES = ("pfeiffer", "houlsby")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    """A method and its options (ignored by the other methods).
+
+    Attributes:
+        name: one of `METHODS`.
+        partial_layers: `partial`: blocks trained at the top of each stack.
+        lora_rank: `lora`: rank of the query/value updates (scale alpha/rank = 1).
+        vpt_length: `vpt`: prompt tokens per block.
+        vpt_placement: `vpt`: `shallow` (first block) or `deep` (every
+            block); `--prefix_placement` sets it.
+        adapter_dim: `adapter`: bottleneck width.
+        adapter_style: `adapter`: `pfeiffer` (after the MLP) or `houlsby`
+            (after attention and MLP).
+    """
+
+    name: str = "prefix"
+    partial_layers: int = 1
+    lora_rank: int = 8
+    vpt_length: int = 50
+    vpt_placement: str = "deep"
+    adapter_dim: int = 8
+    adapter_style: str = "pfeiffer"
+
+    def __post_init__(self):
+        if self.name not in METHODS:
+            raise ValueError(f"Unknown method {self.name!r}; choose one of {', '.join(METHODS)}.")
+        for field in ("partial_layers", "lora_rank", "vpt_length", "adapter_dim"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"--{field}={getattr(self, field)}: use at least 1.")
+        if self.name == "vpt" and self.vpt_placement not in PLACEMENTS:
+            raise ValueError(f"--prefix_placement={self.vpt_placement!r}: VPT puts its prompts "
+                             "into the first block (shallow) or every block (deep).")
+        if self.adapter_style not in ADAPTER_STYLES:
+            raise ValueError(f"--adapter_style={self.adapter_style!r}: choose one of "
+                             f"{', '.join(ADAPTER_STYLES)}.")
+
+
+def config_from_flags(values):
+    """The `MethodConfig` of the launch flags `values` (`--method` and its options)."""
+    return MethodConfig(values.method, values.partial_layers, values.lora_rank,
+                        values.vpt_length, str(values.prefix_placement), values.adapter_dim,
+                        values.adapter_style)
+
+
+def apply_method(model, config, seed=None):
+    """Makes `config`'s method train in `model`, a kprefix task.
+
+    `model` comes with its backbone frozen (as every kprefix task builds
+    it); for `prefix` it already holds its prefixes. Call this in the
+    distribution strategy's scope, before compiling.
+    """
+    backbone = model.backbone
+    name = config.name
+    if name in ("prefix", "linear"):
+        return
+    if name == "finetune":
+        backbone.trainable = True
+    elif name == "partial":
+        train_top_blocks(backbone, config.partial_layers)
+    elif name == "lora":
+        backbone.enable_lora(config.lora_rank)
+    elif name == "vpt":
+        from kprefix.methods.visual_prompts import VisualPrompts
+
+        if getattr(model, "pooling", "token") != "token":
+            raise ValueError("VPT leaves its prompts out of the pooled feature by pooling the "
+                             f"class token; this classifier pools {model.pooling!r}.")
+        model.visual_prompts = VisualPrompts(
+            backbone, config.vpt_length, deep=config.vpt_placement == "deep", seed=seed,
+            name="visual_prompts")
+    elif name == "adapter":
+        from kprefix.methods.adapters import Adapters
+
+        model.adapters = Adapters(backbone, config.adapter_dim, config.adapter_style,
+                                  seed=seed, name="adapters")
+
+
+def train_top_blocks(backbone, count):
+    """Freezes `backbone` but its last `count` blocks of each stack and its final norm."""
+    from kprefix.backbones import final_norms, transformer_blocks
+
+    blocks = transformer_blocks(backbone)
+    backbone.trainable = False
+    for kind in dict.fromkeys(block.kind for block in blocks):
+        of_kind = [block for block in blocks if block.kind == kind]
+        if count > len(of_kind):
+            raise ValueError(f"--partial_layers={count}: the backbone's {kind} has only "
+                             f"{len(of_kind)} blocks.")
+        for block in of_kind[-count:]:
+            block.layer.trainable = True
+    for norm in final_norms(backbone):
+        norm.trainable = True
+
+
+def parameter_accounting(model, backbone_parameters):
+    """`{trainable_parameters, backbone_parameters, trainable_percent}` as the
+    paper's tables count them: trained weights (head included) against the
+    pretrained backbone's size (counted before any method was added)."""
+    trainable = count_parameters(model.trainable_weights)
+    return {"trainable_parameters": trainable, "backbone_parameters": backbone_parameters,
+            "trainable_percent": round(100.0 * trainable / backbone_parameters, 4)}
+
+
+def count_parameters(weights):
+    import keras
+
+    return sum(int(keras.ops.size(w)) for w in weights)
+
+
+def lora_enabled(model):
+    """Whether any layer of `model`'s backbone carries LoRA weights."""
+    return any(getattr(layer, "lora_enabled", False)
+               for layer in model.backbone._flatten_layers(include_self=False))
+
+
+def folded_for_export(model):
+    """The model to serve: prefixes folded into constants, LoRA merged into
+    the kernels (a copy without LoRA weights), any other method as is."""
+    if getattr(model, "prefix", None) is not None:
+        return model.fold()
+    if lora_enabled(model):
+        return merge_lora(model)
+    return model
+
+
+def merge_lora(model):
+    """A copy of `model` without LoRA: each kernel is `W + (alpha/r) A B`.
+
+    The copy is built from `model`'s config (so it has no LoRA weights) and
+    takes every layer's variables as Keras saves them, LoRA kernels merged
+    (`save_own_variables`).
+    """
+    copy = type(model).from_config(model.get_config())
+    sources, targets = list(model._flatten_layers()), list(copy._flatten_layers())
+    if [type(layer) for layer in sources] != [type(layer) for layer in targets]:
+        raise RuntimeError("The LoRA-free copy does not mirror the model's layers.")
+    for source, target in zip(sources, targets):
+        store = {}
+        source.save_own_variables(store)
+        target.load_own_variables(store)
+    return copy
+
+
+def run_family(flag_values):
+    """`(name, placement)` a run's flags belong to in sweeps and reports:
+    the prefix variant and placement, `('vpt', placement)`,
+    `('partial', k)`, or `(method, '')`.
+
+    >>> run_family({"method": "partial", "partial_layers": 2})
+    ('partial', '2')
+    >>> run_family({"prefix_variant": "no_share", "prefix_placement": "shallow"})
+    ('no_share', 'shallow')
+    """
+    method = flag_values.get("method", "prefix")
+    if method == "prefix":
+        return (flag_values.get("prefix_variant", "deep_share"),
+                str(flag_values.get("prefix_placement", "deep")))
+    if method == "vpt":
+        return "vpt", str(flag_values.get("prefix_placement", "deep"))
+    if method == "partial":
+        return "partial", str(flag_values.get("partial_layers", 1))
+    return method, ""
