@@ -55,7 +55,9 @@ flags.DEFINE_integer("partial_layers", 1,
 flags.DEFINE_integer("lora_rank", 8,
                      "--method=lora: rank of the query and value updates (keras-hub "
                      "enable_lora; alpha = rank).", lower_bound=1)
-flags.DEFINE_integer("vpt_length", 50, "--method=vpt: prompt tokens per block.", lower_bound=1)
+flags.DEFINE_integer("vpt_length", 50,
+                     "--method=vpt: prompt tokens per block; 0 takes --prefix_length (the task "
+                     "configs set it to VPT's per-task prompt length).", lower_bound=0)
 flags.DEFINE_integer("adapter_dim", 8, "--method=adapter: bottleneck width.", lower_bound=1)
 flags.DEFINE_enum("adapter_style", "pfeiffer", ["pfeiffer", "houlsby"],
                   "--method=adapter: 'pfeiffer' after each MLP (VPT's Adapter), 'houlsby' "

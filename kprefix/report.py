@@ -4,18 +4,21 @@
 
 Reads every `*.json` under `--results_dir` that a launch wrote (it has
 `eval_accuracy` and `flags`), keeps the final runs (`flags.eval_split` is
-`test`), and groups them by `flags.dataset`, `prefix_variant` and
-`prefix_placement`; each seed counts once. One row per variant family
-(Deep-share / No-share / Simple-share x DEEP / SHALLOW). Writes:
+`test`), and groups them by `flags.dataset` and the run's family
+(`kprefix.methods.run_family`: the prefix variant and placement, or the
+comparison method: Finetune, Linear, Partial-k, LoRA, Adapter, VPT-Shallow /
+VPT-Deep); each seed counts once. One row per family, with `Params (%)`, the
+mean share of trainable parameters against the backbone (`results.json`'s
+`trainable_percent`) over the table's runs. Writes:
 
 * `vtab.md|csv`: accuracy per VTAB-1k task (mean +- std over seeds, in %)
   and the Natural / Specialized / Structured means (Table 5);
 * `fgvc.md|csv`: accuracy per FGVC dataset and their mean (Table 6);
 * `summary.md|csv`: FGVC mean and the three VTAB group means (Table 1);
-* `prefix_lengths.md`: the prefix length of each task and variant's final
-  runs (the sweep's choice when `--prefix_lengths` was swept);
-* `figure2.png`: per-dataset bars of the variants (FGVC datasets when
-  there are FGVC results, otherwise every dataset found);
+* `prefix_lengths.md`: the prefix length of each task and prefix variant's
+  final runs (the sweep's choice when `--prefix_lengths` was swept);
+* `figure2.png`: per-dataset bars of the prefix variants (FGVC datasets
+  when there are FGVC results, otherwise every dataset found);
 * `language.md|csv` (Table 2), from text runs (`results.json` with
   `scores`; `flags.task` table_to_text or summarization): E2E BLEU, NIST,
   METEOR, ROUGE-L, CIDEr; WebNLG BLEU, METEOR and TER on the seen (S),
@@ -52,7 +55,16 @@ from collections.abc import Mapping
 from absl import app, flags
 
 from kprefix import cli
+from kprefix.methods import run_family
 
+METHOD_NAMES = {
+    "finetune": "Finetune",
+    "linear": "Linear",
+    "partial": "Partial",
+    "lora": "LoRA",
+    "adapter": "Adapter",
+    "vpt": "VPT",
+}
 VARIANT_NAMES = {
     "deep_share": "Deep-share",
     "no_share": "No-share",
@@ -62,6 +74,7 @@ VARIANT_NAMES = {
 }
 PLACEMENT_ORDER = ("deep", "shallow")
 FINAL_SPLIT = "test"
+PARAMS_COLUMN = "Params (%)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +151,17 @@ def _metric(scores, path):
 def language_table(results) -> Table | None:
     """Table 2 from text results: final runs, mean +- std over seeds; None without any."""
     by_cell: dict[tuple[tuple[str, str], str], dict[int, float]] = {}
+    shares: dict[Key, list[float]] = {}
     for payload in results:
         run_flags = payload["flags"]
         if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
             continue
         if run_flags.get("max_eval_examples"):
             continue  # scored on part of the test split: not comparable with the paper
-        family = (run_flags["prefix_variant"], str(run_flags.get("prefix_placement", "deep")))
+        family = run_family(run_flags)
+        share = payload.get("trainable_percent")
+        if isinstance(share, (int, float)) and run_flags.get("dataset"):
+            shares.setdefault((run_flags["dataset"], *family), []).append(float(share))
         for column, dataset, path, scale in LANGUAGE_COLUMNS:
             if run_flags.get("dataset") != dataset:
                 continue
@@ -153,13 +170,14 @@ def language_table(results) -> Table | None:
                 by_cell.setdefault((family, column), {})[int(run_flags["seed"])] = scale * value
     if not by_cell:
         return None
-    families = sorted({family for family, _ in by_cell},
-                      key=lambda f: (list(VARIANT_NAMES).index(f[0]) if f[0] in VARIANT_NAMES
-                                     else 99, f))
+    families = sorted({family for family, _ in by_cell}, key=_family_rank)
     columns = [c for c, *_ in LANGUAGE_COLUMNS if any(col == c for _, col in by_cell)]
     values = {(family_label(*family), column): summarize(seeds.values())
               for (family, column), seeds in by_cell.items()}
-    return Table(columns, [family_label(*family) for family in families], values)
+    mean_shares = {key: statistics.fmean(v) for key, v in shares.items()}
+    for family in families:
+        values[(family_label(*family), PARAMS_COLUMN)] = _row_share(mean_shares, *family)
+    return _with_shares(columns, [family_label(*family) for family in families], values)
 
 
 def collect(results) -> dict[Key, Cell]:
@@ -172,10 +190,28 @@ def collect(results) -> dict[Key, Cell]:
         accuracy = float(payload["eval_accuracy"])
         if math.isnan(accuracy):
             continue
-        key = (run_flags["dataset"], run_flags["prefix_variant"],
-               str(run_flags["prefix_placement"]))
+        key = (run_flags["dataset"], *run_family(run_flags))
         by_key.setdefault(key, {})[int(run_flags["seed"])] = 100.0 * accuracy
     return {key: summarize(seeds.values()) for key, seeds in by_key.items()}
+
+
+def collect_parameter_shares(results) -> dict[Key, float]:
+    """Mean `trainable_percent` of the final runs per (dataset, family)."""
+    shares: dict[Key, list[float]] = {}
+    for payload in results:
+        run_flags = payload["flags"]
+        share = payload.get("trainable_percent")
+        if (run_flags.get("eval_split", payload.get("eval_split")) == FINAL_SPLIT
+                and isinstance(share, (int, float))):
+            key = (run_flags.get("dataset", ""), *run_family(run_flags))
+            shares.setdefault(key, []).append(float(share))
+    return {key: statistics.fmean(values) for key, values in shares.items()}
+
+
+def _row_share(shares, variant, placement, datasets=None) -> float | None:
+    found = [share for (dataset, v, p), share in shares.items()
+             if (v, p) == (variant, placement) and (datasets is None or dataset in datasets)]
+    return statistics.fmean(found) if found else None
 
 
 def collect_prefix_lengths(results) -> dict[Key, list[int]]:
@@ -185,8 +221,9 @@ def collect_prefix_lengths(results) -> dict[Key, list[int]]:
         run_flags = payload["flags"]
         if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
             continue
-        key = (run_flags["dataset"], run_flags["prefix_variant"],
-               str(run_flags["prefix_placement"]))
+        if run_flags.get("method", "prefix") != "prefix":
+            continue
+        key = (run_flags["dataset"], *run_family(run_flags))
         if "prefix_length" in run_flags:
             lengths.setdefault(key, set()).add(int(run_flags["prefix_length"]))
     return {key: sorted(values) for key, values in lengths.items()}
@@ -202,16 +239,34 @@ def prefix_lengths_markdown(lengths: Mapping[Key, list[int]]) -> str:
 
 
 def family_label(variant: str, placement: str) -> str:
-    """'deep_share', 'deep' -> 'Deep-share DEEP'."""
+    """A row's label, as the paper prints it.
+
+    >>> family_label("deep_share", "deep"), family_label("partial", "1")
+    ('Deep-share DEEP', 'Partial-1')
+    >>> family_label("vpt", "shallow"), family_label("lora", "")
+    ('VPT-Shallow', 'LoRA')
+    """
+    if variant == "partial":
+        return f"Partial-{placement}"
+    if variant == "vpt":
+        return f"VPT-{placement.capitalize()}"
+    if variant in METHOD_NAMES:
+        return METHOD_NAMES[variant]
     return f"{VARIANT_NAMES.get(variant, variant)} {placement.upper()}"
 
 
+def _family_rank(family):
+    """Comparison methods first (the paper's order), then prefixes, DEEP before SHALLOW."""
+    variant, placement = family
+    if variant in METHOD_NAMES:
+        return (0, list(METHOD_NAMES).index(variant), placement, "")
+    placement_rank = PLACEMENT_ORDER.index(placement) if placement in PLACEMENT_ORDER else 9
+    variant_rank = list(VARIANT_NAMES).index(variant) if variant in VARIANT_NAMES else 99
+    return (1, placement_rank, placement, variant_rank, variant)
+
+
 def _rows(cells) -> list[tuple[str, str]]:
-    families = {(variant, placement) for _, variant, placement in cells}
-    variant_rank = {v: i for i, v in enumerate(VARIANT_NAMES)}
-    placement_rank = {p: i for i, p in enumerate(PLACEMENT_ORDER)}
-    return sorted(families, key=lambda f: (placement_rank.get(f[1], 9), f[1],
-                                           variant_rank.get(f[0], 99), f[0]))
+    return sorted({(variant, placement) for _, variant, placement in cells}, key=_family_rank)
 
 
 def benchmark_groups() -> dict[str, dict[str, list[str]]]:
@@ -272,11 +327,17 @@ def group_mean(cells: Mapping[Key, Cell], tasks, variant, placement) -> float | 
     return statistics.fmean(cell.mean for cell in found)
 
 
-def benchmark_table(cells, groups: Mapping[str, list[str]], mean_names) -> Table:
-    """Per-task cells (tasks with results, in benchmark order) plus group means."""
+def benchmark_table(cells, groups: Mapping[str, list[str]], mean_names,
+                    shares=None) -> Table:
+    """Per-task cells (tasks with results, in benchmark order) plus group
+    means, after the parameter share over the table's tasks."""
     rows = _rows(cells)
     tasks_seen = {dataset for dataset, _, _ in cells}
     columns, values = [], {}
+    in_table = {task for tasks in groups.values() for task in tasks}
+    for variant, placement in rows:
+        values[(family_label(variant, placement), PARAMS_COLUMN)] = _row_share(
+            shares or {}, variant, placement, in_table)
     for group, tasks in groups.items():
         for task in tasks:
             if task in tasks_seen:
@@ -288,20 +349,31 @@ def benchmark_table(cells, groups: Mapping[str, list[str]], mean_names) -> Table
         for variant, placement in rows:
             values[(family_label(variant, placement), columns[-1])] = group_mean(
                 cells, tasks, variant, placement)
-    return Table(columns, [family_label(*row) for row in rows], values)
+    return _with_shares(columns, [family_label(*row) for row in rows], values)
 
 
-def summary_table(cells, groups) -> Table:
-    """FGVC mean and VTAB Natural / Specialized / Structured means (Table 1)."""
+def summary_table(cells, groups, shares=None) -> Table:
+    """FGVC mean and VTAB Natural / Specialized / Structured means (Tables
+    1 and 7), after the parameter share over all runs."""
     rows = _rows(cells)
     named = [("FGVC mean", groups["fgvc"]["FGVC"])] + [
         (f"VTAB {group}", tasks) for group, tasks in groups["vtab"].items()]
     values = {}
     for variant, placement in rows:
+        values[(family_label(variant, placement), PARAMS_COLUMN)] = _row_share(
+            shares or {}, variant, placement)
         for column, tasks in named:
             values[(family_label(variant, placement), column)] = group_mean(
                 cells, tasks, variant, placement)
-    return Table([name for name, _ in named], [family_label(*row) for row in rows], values)
+    return _with_shares([name for name, _ in named], [family_label(*row) for row in rows],
+                        values)
+
+
+def _with_shares(columns, rows, values) -> Table:
+    """The table, with the parameter share first when any run recorded one."""
+    if any(values.get((row, PARAMS_COLUMN)) is not None for row in rows):
+        columns = [PARAMS_COLUMN] + columns
+    return Table(columns, rows, values)
 
 
 def plot_figure2(cells, groups, path: str) -> None:
@@ -314,7 +386,7 @@ def plot_figure2(cells, groups, path: str) -> None:
     fgvc_names = [d for d in groups["fgvc"]["FGVC"] if any(k[0] == d for k in cells)]
     ordered = [t for g in groups["vtab"].values() for t in g] + groups["fgvc"]["FGVC"]
     datasets = fgvc_names or [d for d in ordered if any(k[0] == d for k in cells)]
-    rows = _rows(cells)
+    rows = [row for row in _rows(cells) if row[0] in VARIANT_NAMES] or _rows(cells)
     placements = [p for p in PLACEMENT_ORDER if any(r[1] == p for r in rows)] or \
         sorted({r[1] for r in rows})
     figure, axes = plt.subplots(len(placements), 1, squeeze=False,
@@ -341,6 +413,7 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
     """Writes the tables and Figure 2; returns {name: path} of what it wrote."""
     results = find_results(results_dir)
     cells = collect(results)
+    shares = collect_parameter_shares(results)
     language = language_table(find_text_results(results_dir))
     if not cells and language is None:
         raise FileNotFoundError(
@@ -352,9 +425,9 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
     if cells:
         tables = {
             "vtab": benchmark_table(cells, groups["vtab"],
-                                    {g: f"{g} mean" for g in groups["vtab"]}),
-            "fgvc": benchmark_table(cells, groups["fgvc"], {"FGVC": "Mean"}),
-            "summary": summary_table(cells, groups),
+                                    {g: f"{g} mean" for g in groups["vtab"]}, shares),
+            "fgvc": benchmark_table(cells, groups["fgvc"], {"FGVC": "Mean"}, shares),
+            "summary": summary_table(cells, groups, shares),
         }
     if language is not None:
         tables["language"] = language

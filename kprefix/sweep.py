@@ -60,8 +60,14 @@ from absl import app, flags
 
 from kprefix import cli
 from kprefix.flagfiles import FlagfileError, expand_flagfiles
+from kprefix.methods import run_family
 
 DEFAULT_LEARNING_RATES = ("50", "25", "10", "5", "2.5", "1", "0.5", "0.25", "0.1", "0.05")
+# VPT's grid for the methods that change backbone weights (its fine-tuning,
+# Partial and Adapter baselines); prompts, prefixes and the linear probe take
+# the default grid above.
+FINETUNING_LEARNING_RATES = ("0.005", "0.001", "0.0005", "0.0001")
+FINETUNING_METHODS = ("finetune", "partial", "lora", "adapter")
 DEFAULT_WEIGHT_DECAYS = ("0.01", "0.001", "0.0001", "0")
 DEFAULT_SEEDS = ("42", "44", "82", "100", "800")
 # Accuracies closer than this are a tie (float32 metrics of equal counts).
@@ -75,7 +81,9 @@ def define_flags():
     flags.DEFINE_string("sweep_dir", "runs/sweeps",
                         "Root of the sweep's runs; each task and variant gets its own folder.")
     flags.DEFINE_list("learning_rates", list(DEFAULT_LEARNING_RATES),
-                      "Grid of base learning rates (scaled by batch/256 in the launch).")
+                      "Grid of base learning rates (SGD: scaled by batch/256 in the launch). "
+                      "Default for --method=finetune, partial, lora and adapter: "
+                      f"{','.join(FINETUNING_LEARNING_RATES)}.")
     flags.DEFINE_list("weight_decays", list(DEFAULT_WEIGHT_DECAYS), "Grid of weight decays.")
     flags.DEFINE_list("prefix_lengths", [],
                       "Grid of prefix lengths, e.g. 1,5,10,50,100,200 (empty: the flagfile's "
@@ -186,7 +194,8 @@ def read_flag_args(args) -> dict:
 
 
 def experiment_dir(sweep_dir: str, launch_values) -> str:
-    """`<sweep_dir>/<family>-<task>/<variant>-<placement>` of the launch flags."""
+    """`<sweep_dir>/<family>-<task>/<run family>` of the launch flags: e.g.
+    `deep_share-deep`, `vpt-shallow`, `partial-1`, `finetune`."""
     dataset = launch_values.get("dataset", "")
     family = dataset.split("/")[0]
     if family not in SPLIT_PLANS or "/" not in dataset:
@@ -194,9 +203,8 @@ def experiment_dir(sweep_dir: str, launch_values) -> str:
             f"--dataset={dataset!r}: a sweep needs 'vtab/<task>' or 'fgvc/<dataset>'; "
             "pass a flagfile such as configs/vtab/deep_cifar100.cfg."
         )
-    variant = launch_values.get("prefix_variant", "deep_share")
-    placement = launch_values.get("prefix_placement", "deep").replace(",", "_")
-    return os.path.join(sweep_dir, dataset.replace("/", "-"), f"{variant}-{placement}")
+    family = "-".join(part.replace(",", "_") for part in run_family(launch_values) if part)
+    return os.path.join(sweep_dir, dataset.replace("/", "-"), family)
 
 
 def _length_flags(length):
@@ -333,7 +341,10 @@ def sweep(launch_args, sweep_args=()) -> None:
     launch_values = read_flag_args(launch_args)
     exp_dir = experiment_dir(FLAGS.sweep_dir, launch_values)
     plan = SPLIT_PLANS[launch_values["dataset"].split("/")[0]]
-    learning_rates = parse_numbers(FLAGS.learning_rates, "learning_rates")
+    grid = FLAGS.learning_rates
+    if not FLAGS["learning_rates"].present and launch_values.get("method") in FINETUNING_METHODS:
+        grid = list(FINETUNING_LEARNING_RATES)
+    learning_rates = parse_numbers(grid, "learning_rates")
     weight_decays = parse_numbers(FLAGS.weight_decays, "weight_decays")
     seeds = [int(s) for s in parse_numbers(FLAGS.seeds, "seeds")]
     prefix_lengths = [None]

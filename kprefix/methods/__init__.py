@@ -73,10 +73,11 @@ class MethodConfig:
 
 
 def config_from_flags(values):
-    """The `MethodConfig` of the launch flags `values` (`--method` and its options)."""
+    """The `MethodConfig` of the launch flags `values` (`--method` and its
+    options; `--vpt_length=0` takes `--prefix_length`)."""
     return MethodConfig(values.method, values.partial_layers, values.lora_rank,
-                        values.vpt_length, str(values.prefix_placement), values.adapter_dim,
-                        values.adapter_style)
+                        values.vpt_length or values.prefix_length, str(values.prefix_placement),
+                        values.adapter_dim, values.adapter_style)
 
 
 def apply_method(model, config, seed=None):
