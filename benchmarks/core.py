@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags
 
-from timing import side_by_side
+from timing import peak_rss_mib, reset_peak_rss, side_by_side
 
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
@@ -107,12 +107,6 @@ def gpt2_generation():
     return {name: tokens / s for name, s in seconds.items()}
 
 
-def _peak_rss_mib():
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024  # kB
-
-
 def memory_probe(mode):
     """Peak resident memory of steady-state training steps (Linux).
 
@@ -123,11 +117,10 @@ def memory_probe(mode):
     x, y = _batch()
     model = _classifier("deep_share" if mode == "prefix" else None, full_finetune=mode == "full")
     model.train_on_batch(x, y)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak resident set size (VmHWM)
+    reset_peak_rss()
     for _ in range(2):
         model.train_on_batch(x, y)
-    print(json.dumps({"peak_rss_mib": _peak_rss_mib()}))
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
 
 
 def peak_memory(mode):

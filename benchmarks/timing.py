@@ -1,4 +1,4 @@
-"""Side-by-side timing shared by the benchmark scripts.
+"""Side-by-side timing and peak memory, shared by the benchmark scripts.
 
 Example:
 
@@ -28,3 +28,16 @@ def side_by_side(callables, repeats, warmup=1):
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def reset_peak_rss():
+    """Resets this process's peak resident set size (Linux `/proc`)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_mib():
+    """Peak resident set size of this process since start or `reset_peak_rss`, in MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024  # kB

@@ -111,25 +111,32 @@ with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
 """
 
 
+def _tiny_sweep(wrapper, sweep_dir, family, learning_rate, *launch_flags):
+    """A one-point sweep of vtab/dtd whose grid point is already done (the local
+    grid loop has its own fast test): it selects that point and trains the seed
+    run for real."""
+    experiment = sweep_dir / "vtab-dtd" / family
+    grid_point = experiment / "grid" / f"lr{learning_rate}_wd0"
+    grid_point.mkdir(parents=True)
+    (grid_point / "results.json").write_text(
+        json.dumps({"eval_accuracy": 0.25, "flags": {"eval_split": "val200"}}))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(
+        [sys.executable, "-m", "kprefix.sweep", f"--launcher=python {wrapper}",
+         f"--sweep_dir={sweep_dir}", f"--learning_rates={learning_rate}", "--weight_decays=0",
+         "--seeds=42", "--flagfile=configs/vtab/deep_dtd.cfg", *launch_flags,
+         "--backbone=vit_tiny", "--batch_size=8", "--epochs=2", "--warmup_epochs=1",
+         "--prefix_length=2", "--prefix_mlp_hidden=8", "--noexport", "--nojit_compile"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return experiment, result
+
+
 @pytest.mark.large
 def test_tiny_sweep_then_report_end_to_end(tmp_path):
     wrapper = tmp_path / "mock_launch.py"
     wrapper.write_text(WRAPPER.format(tests=TESTS))
     sweep_dir = tmp_path / "sweeps"
-    experiment = sweep_dir / "vtab-dtd" / "deep_share-deep"
-    # One grid point is already done (the local grid loop has its own fast test),
-    # so the sweep selects it and trains the seed run for real.
-    (experiment / "grid" / "lr0.5_wd0").mkdir(parents=True)
-    (experiment / "grid" / "lr0.5_wd0" / "results.json").write_text(
-        json.dumps({"eval_accuracy": 0.25, "flags": {"eval_split": "val200"}}))
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run(
-        [sys.executable, "-m", "kprefix.sweep", f"--launcher=python {wrapper}",
-         f"--sweep_dir={sweep_dir}", "--learning_rates=0.5", "--weight_decays=0", "--seeds=42",
-         "--flagfile=configs/vtab/deep_dtd.cfg", "--backbone=vit_tiny", "--batch_size=8",
-         "--epochs=2", "--warmup_epochs=1", "--prefix_length=2", "--prefix_mlp_hidden=8",
-         "--noexport", "--nojit_compile"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    experiment, result = _tiny_sweep(wrapper, sweep_dir, "deep_share-deep", 0.5)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = json.loads((experiment / "final" / "seed42" / "results.json").read_text())
     assert final["flags"]["train_split"] == "train800val200" and final["eval_split"] == "test"
@@ -152,5 +159,27 @@ def test_tiny_sweep_then_report_end_to_end(tmp_path):
     table = (report_dir / "vtab.md").read_text()
     expected = f"{100 * final['eval_accuracy']:.2f} ± 0.00"
     assert "| Deep-share DEEP |" in table and expected in table, table
-    assert table.splitlines()[0].startswith("| Variant | dtd | Natural mean |")
+    assert table.splitlines()[0].startswith("| Variant | Params (%) | dtd | Natural mean |")
     assert (report_dir / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The comparison methods go through the same sweep and land in the same table.
+    methods = {"linear": ("linear", 0.5), "finetune": ("finetune", 0.001),
+               "lora": ("lora", 0.001), "vpt": ("vpt-deep", 0.5)}
+    for method, (family, learning_rate) in methods.items():
+        method_dir, result = _tiny_sweep(wrapper, sweep_dir, family, learning_rate,
+                                         f"--config=vtab/methods/{method}")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        run = json.loads((method_dir / "final" / "seed42" / "results.json").read_text())
+        assert run["flags"]["method"] == method and run["status"] == "completed"
+    report = subprocess.run(
+        [sys.executable, "-m", "kprefix.report", f"--results_dir={sweep_dir}",
+         f"--output_dir={report_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        check=False)
+    assert report.returncode == 0, report.stderr[-3000:]
+    lines = (report_dir / "vtab.md").read_text().splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[2:]}
+    assert list(rows) == ["Finetune", "Linear", "LoRA", "VPT-Deep", "Deep-share DEEP"]
+    shares = {name: float(cells[1]) for name, cells in rows.items()}
+    # Parameter shares order as the methods do: all > LoRA, VPT, prefixes > head alone.
+    assert shares["Finetune"] > 100 > shares["LoRA"] > shares["Linear"]
+    assert shares["VPT-Deep"] > shares["Linear"] and shares["Deep-share DEEP"] > shares["Linear"]

@@ -97,6 +97,10 @@ def apply_method(model, config, seed=None):
         train_top_blocks(backbone, config.partial_layers)
     elif name == "lora":
         backbone.enable_lora(config.lora_rank)
+        # enable_lora leaves the projections' biases trainable; LoRA trains A and B only.
+        for layer in backbone._flatten_layers(include_self=False):
+            if getattr(layer, "lora_enabled", False) and getattr(layer, "bias", None) is not None:
+                layer.bias.trainable = False
     elif name == "vpt":
         from kprefix.methods.visual_prompts import VisualPrompts
 
