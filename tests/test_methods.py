@@ -246,3 +246,30 @@ def test_methods_that_do_not_fit_the_task_are_usage_errors(tmp_path):
                    f"--workdir={tmp_path}/c")
     assert deep.returncode != 0 and "--partial_layers=9" in deep.stderr
     assert "has only 4 blocks" in deep.stderr
+
+
+@pytest.mark.parametrize("method,options", VISION_CASES,
+                         ids=[f"{m}-{'-'.join(map(str, o.values()))}" for m, o in VISION_CASES])
+def test_checkpoints_hold_every_trained_variable(method, options):
+    from kprefix.checkpoints import training_state
+
+    model = _classifier(method, **options)
+    held = {id(v) for v in training_state(model).values()}
+    assert {id(w) for w in model.trainable_weights} <= held
+    # The frozen backbone stays out (it comes from the preset); fine-tuning holds all of it.
+    frozen = [w for w in model.backbone.weights if not w.trainable]
+    assert not any(id(w) in held for w in frozen)
+    assert bool(frozen) == (method != "finetune")
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bart"])
+def test_lora_merge_of_language_models(family):
+    model = gpt2_lm(variant=None) if family == "gpt2" else bart_lm(variant=None)
+    apply_method(model, MethodConfig("lora", lora_rank=2), seed=0)
+    for weight in model.trainable_weights:
+        if "lora_kernel_b" in weight.path:
+            weight.assign(np.full(weight.shape, 0.05, "float32"))
+    inputs = gpt2_inputs() if family == "gpt2" else bart_inputs()
+    merged = folded_for_export(model)
+    assert not lora_enabled(merged)
+    np.testing.assert_allclose(np.asarray(merged(inputs)), np.asarray(model(inputs)), atol=1e-4)
