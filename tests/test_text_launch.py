@@ -32,6 +32,13 @@ RUNS = {
     "bart_xsum": ["--task=summarization", "--backbone=bart_tiny", "--dataset=xsum",
                   "--train_split=validation", "--max_train_examples=8", "--source_length=48",
                   "--length_penalty=0.8"],
+    # Comparison methods through the same path: LoRA is merged into the export.
+    "gpt2_e2e_lora": ["--task=table_to_text", "--backbone=gpt2_tiny", "--dataset=e2e",
+                      "--max_train_examples=16", "--source_length=48", "--method=lora",
+                      "--lora_rank=2"],
+    "bart_xsum_adapter": ["--task=summarization", "--backbone=bart_tiny", "--dataset=xsum",
+                          "--train_split=validation", "--max_train_examples=8",
+                          "--source_length=48", "--method=adapter", "--adapter_style=houlsby"],
 }
 
 
@@ -48,6 +55,7 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["num_eval_examples"] == 4
+    assert 0 < results["trainable_percent"] < 100
     expected = {"e2e": {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}, "xsum": {
         "rouge1", "rouge2", "rougeL"}, "webnlg": {"BLEU", "METEOR"}}[name.split("_")[1]]
     assert expected <= set(results["scores"])
