@@ -19,13 +19,10 @@ warm-up. Peak memory is the peak resident set of steady-state training
 steps, in one fresh subprocess per mode (Linux `/proc`).
 """
 
-import json
-import subprocess
-import sys
 
 from absl import app, flags
 
-from timing import peak_rss_mib, reset_peak_rss, side_by_side
+from timing import peak_in_subprocess, print_steady_state_peak, side_by_side
 
 flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps).")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
@@ -116,20 +113,13 @@ def memory_probe(mode):
     """
     x, y = _batch()
     model = _classifier("deep_share" if mode == "prefix" else None, full_finetune=mode == "full")
-    model.train_on_batch(x, y)
-    reset_peak_rss()
-    for _ in range(2):
-        model.train_on_batch(x, y)
-    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+    print_steady_state_peak(lambda: model.train_on_batch(x, y))
 
 
 def peak_memory(mode):
-    out = subprocess.run(
-        [sys.executable, __file__, f"--memory_probe={mode}", f"--batch_size={FLAGS.batch_size}",
-         f"--prefix_length={FLAGS.prefix_length}"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+    return peak_in_subprocess(__file__, f"--memory_probe={mode}",
+                              f"--batch_size={FLAGS.batch_size}",
+                              f"--prefix_length={FLAGS.prefix_length}")
 
 
 def main(argv):

@@ -14,13 +14,9 @@ every method alike. Peak memory comes from one fresh subprocess per method
 (Linux `/proc`), after a first step that compiles and builds the optimizer.
 """
 
-import json
-import subprocess
-import sys
-
 from absl import app, flags
 
-from timing import peak_rss_mib, reset_peak_rss, side_by_side
+from timing import peak_in_subprocess, print_steady_state_peak, side_by_side
 
 flags.DEFINE_integer("steps", 5, "Timed steps per method (after 2 warm-up steps).")
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
@@ -67,19 +63,12 @@ def _batch():
 def memory_probe(method):
     x, y = _batch()
     model = _classifier(method)
-    model.train_on_batch(x, y)
-    reset_peak_rss()
-    for _ in range(2):
-        model.train_on_batch(x, y)
-    print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+    print_steady_state_peak(lambda: model.train_on_batch(x, y))
 
 
 def peak_memory(method):
-    out = subprocess.run(
-        [sys.executable, __file__, f"--memory_probe={method}", f"--batch_size={FLAGS.batch_size}"],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
+    return peak_in_subprocess(__file__, f"--memory_probe={method}",
+                              f"--batch_size={FLAGS.batch_size}")
 
 
 def main(argv):

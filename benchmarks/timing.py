@@ -7,7 +7,10 @@ Example:
 ['a', 'b']
 """
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -30,14 +33,21 @@ def side_by_side(callables, repeats, warmup=1):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def reset_peak_rss():
-    """Resets this process's peak resident set size (Linux `/proc`)."""
+def print_steady_state_peak(step):
+    """Prints (as JSON) the peak resident memory of two calls of `step`
+    after a first one (compilation, optimizer slots), in MiB (Linux `/proc`)."""
+    step()
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_mib():
-    """Peak resident set size of this process since start or `reset_peak_rss`, in MiB."""
+        f.write("5")  # resets the peak resident set size (VmHWM)
+    for _ in range(2):
+        step()
     with open("/proc/self/status") as f:
         line = next(line for line in f if line.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024  # kB
+    print(json.dumps({"peak_rss_mib": int(line.split()[1]) / 1024}))  # kB
+
+
+def peak_in_subprocess(script, *args):
+    """Runs `python script *args` (which calls `print_steady_state_peak`); its peak in MiB."""
+    out = subprocess.run([sys.executable, script, *args], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
