@@ -202,3 +202,19 @@ def test_a_diverged_grid_run_is_read_and_ranks_last(tmp_path):
         json.dump({"status": "diverged", "error": "loss became nan"}, f)
     _write_results(runs[1].workdir, 0.2)
     assert select_best(read_grid_results(runs)).learning_rate == 1
+
+
+@pytest.mark.parametrize("method_config,folder,rates", [
+    ("vtab/methods/finetune", "finetune", ["0.005", "0.001", "0.0005", "0.0001"]),
+    ("vtab/methods/partial", "partial-1", ["0.005", "0.001", "0.0005", "0.0001"]),
+    ("vtab/methods/vpt", "vpt-deep", ["50", "25", "10", "5", "2.5", "1", "0.5", "0.25", "0.1",
+                                      "0.05"]),
+])
+def test_methods_get_their_own_folder_and_grid(tmp_path, method_config, folder, rates):
+    result = _sweep(FLAGFILE, f"--config={method_config}", f"--sweep_dir={tmp_path}",
+                    "--weight_decays=0", "--print_commands")
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert [c.split("--learning_rate=")[-1].split()[0] for c in commands] == rates
+    assert all(os.path.join(str(tmp_path), "vtab-cifar100", folder, "grid") in c
+               for c in commands)
