@@ -24,8 +24,7 @@ import sys
 
 from absl import app, flags
 
-from kprefix import cli, logs
-from kprefix import methods
+from kprefix import cli, logs, methods
 from kprefix.flag_help import group
 from kprefix.prefix import flags as prefix_flags
 
@@ -56,8 +55,8 @@ flags.DEFINE_integer("lora_rank", 8,
                      "--method=lora: rank of the query and value updates (keras-hub "
                      "enable_lora; alpha = rank).", lower_bound=1)
 flags.DEFINE_integer("vpt_length", 50,
-                     "--method=vpt: prompt tokens per block; 0 takes --prefix_length (the task "
-                     "configs set it to VPT's per-task prompt length).", lower_bound=0)
+                     "--method=vpt: prompt tokens per block; 0 takes --prefix_length (the paper's "
+                     "P, which matches VPT's prompt length).", lower_bound=0)
 flags.DEFINE_integer("adapter_dim", 8, "--method=adapter: bottleneck width.", lower_bound=1)
 flags.DEFINE_enum("adapter_style", "pfeiffer", ["pfeiffer", "houlsby"],
                   "--method=adapter: 'pfeiffer' after each MLP (VPT's Adapter), 'houlsby' "
