@@ -88,7 +88,7 @@ def test_summary_matches_scipy_t_interval():
 
 
 QUICK = ["--flagfile=configs/replicate/quick.cfg", "--tasks=count", "--learning_rates=1",
-         "--variants=deep_share-deep,no_share-deep,linear",
+         "--variants=deep_share-deep,no_share-deep",
          "--sample_efficiency_variants=deep_share-deep", "--pretrain_steps=20"]
 
 
@@ -105,14 +105,14 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     results = json.loads(open(os.path.join(out, "results.json")).read())
     rows = results["tasks"]["count"]
-    assert set(rows) == {"deep_share-deep", "no_share-deep", "linear", "linear-random_backbone"}
+    assert set(rows) == {"deep_share-deep", "no_share-deep"}
     for row in rows.values():
         assert len(row["values"]) == 2 and all(0.0 <= v <= 1.0 for v in row["values"])
         assert row["mean"] == pytest.approx(np.mean(row["values"]))
         assert row["ci95"][0] <= row["mean"] <= row["ci95"][1]
     assert [c["placement"] for c in results["comparisons"]] == ["deep"]
     assert "Deep-share" in results["comparisons"][0]["sentence"]
-    assert results["transfer"][0]["task"] == "count"
+    assert results["transfer"] == []  # no linear probe among these --variants
     curve = results["vision_pretraining"]["loss_curve"]
     assert curve[-1]["step"] == 20 and all(math.isfinite(p["loss"]) for p in curve)
     assert set(results["sample_efficiency"]["count"]["deep_share-deep"]) == {"100", "1000"}
@@ -127,7 +127,7 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
     # Resume: a deleted run is the only one run again; the others are skipped.
     finished = sorted(glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"),
                                 recursive=True))
-    assert len(finished) == 4 * 3 + 2
+    assert len(finished) == 2 * 3 + 2
     removed = os.path.join(out, "runs", "count", "no_share-deep", "final", "seed44",
                            "results.json")
     os.remove(removed)

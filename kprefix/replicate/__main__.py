@@ -35,6 +35,7 @@ flags.DEFINE_string("output_dir", None, "Where presets, runs and results go.", r
 flags.DEFINE_integer("pretrain_steps", 3000, "ViT pretraining steps.", lower_bound=1)
 flags.DEFINE_integer("pretrain_examples", 50000, "Rendered source images.", lower_bound=64)
 flags.DEFINE_integer("pretrain_batch_size", 128, "ViT pretraining batch size.", lower_bound=1)
+flags.DEFINE_float("pretrain_learning_rate", 2e-3, "ViT pretraining peak AdamW learning rate.")
 flags.DEFINE_integer("vit_layers", 4, "ViT depth.", lower_bound=1)
 flags.DEFINE_integer("vit_width", 128, "ViT hidden width (MLP: twice that).", lower_bound=8)
 flags.DEFINE_list("tasks", ["digits", "count", "location_x", "location_y", "orientation", "size"],
@@ -100,8 +101,10 @@ def main(argv):
     logs.import_tensorflow_quietly(None)
     pretraining = pretrain_vision(FLAGS.output_dir, VisionPretraining(
         steps=FLAGS.pretrain_steps, examples=FLAGS.pretrain_examples,
-        batch_size=FLAGS.pretrain_batch_size, num_layers=FLAGS.vit_layers,
-        hidden_dim=FLAGS.vit_width, mlp_dim=2 * FLAGS.vit_width))
+        batch_size=FLAGS.pretrain_batch_size, learning_rate=FLAGS.pretrain_learning_rate,
+        num_layers=FLAGS.vit_layers,
+        hidden_dim=FLAGS.vit_width, mlp_dim=2 * FLAGS.vit_width),
+        log=lambda line: print(line, flush=True))
     presets = {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, PRETRAINED)),
                "random": os.path.abspath(os.path.join(FLAGS.output_dir, RANDOM))}
     runs_dir = os.path.join(FLAGS.output_dir, "runs")

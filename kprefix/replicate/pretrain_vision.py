@@ -12,7 +12,7 @@ Example:
 >>> import tempfile
 >>> summary = pretrain_vision(tempfile.mkdtemp(), VisionPretraining(
 ...     steps=2, examples=64, batch_size=32, num_layers=1, hidden_dim=16, mlp_dim=32,
-...     num_heads=2, log_every=1))
+...     num_heads=2, log_every=1), log=None)
 >>> len(summary["loss_curve"])
 2
 """
@@ -34,7 +34,7 @@ class VisionPretraining:
     steps: int = 3000
     examples: int = 50000
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     image_size: int = 32
     patch_size: int = 4
     num_layers: int = 4
@@ -56,10 +56,11 @@ def build_vit(config):
         hidden_dim=config.hidden_dim, mlp_dim=config.mlp_dim)
 
 
-def pretrain_vision(output_dir, config):
+def pretrain_vision(output_dir, config, log=print):
     """Writes `<output_dir>/vit_pretrained`, `<output_dir>/vit_random` and
     `<output_dir>/vision_pretraining.json` (loss curve, held-out source accuracy,
-    timing); returns that summary. Skips the work if the summary exists."""
+    timing); returns that summary. Skips the work if the summary exists.
+    `log` gets a progress line every `config.log_every` steps (None: silent)."""
     import keras
 
     from kprefix.data.synthetic_images import SOURCE_CLASSES, source_arrays
@@ -95,8 +96,8 @@ def pretrain_vision(output_dir, config):
             curve.append({"step": step, "loss": float(np.mean(losses)),
                           "seconds": round(time.time() - start, 1)})
             losses = []
-            print(f"[pretrain vision] step {step}/{config.steps} loss {curve[-1]['loss']:.4f}",
-                  flush=True)
+            if log is not None:
+                log(f"[pretrain vision] step {step}/{config.steps} loss {curve[-1]['loss']:.4f}")
     train_seconds = time.time() - start
     _, accuracy = model.evaluate(*held_out, batch_size=256, verbose=0)
     backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
