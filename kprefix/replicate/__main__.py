@@ -67,6 +67,17 @@ def _usage(condition, message):
 def main(argv):
     _usage(len(argv) > 1, f"Unexpected arguments: {' '.join(argv[1:])}")
     from kprefix import sweep
+
+    try:
+        replicate()
+    except sweep.SweepError as error:
+        print(f"kprefix.replicate: {error}\nRerun the same command to resume.", file=sys.stderr)
+        sys.exit(1)
+
+
+def replicate():
+    """The whole replication with the flags' settings (see the module doc)."""
+    from kprefix import sweep
     from kprefix.data.synthetic_images import MINIVTAB_CLASSES
     from kprefix.replicate import comparison, results
     from kprefix.replicate.pretrain_vision import (PRETRAINED, RANDOM, VisionPretraining,
@@ -141,10 +152,10 @@ def main(argv):
                                         chosen_hp["validation_accuracy"])
                 exp_dir = os.path.join(runs_dir, task, name, f"train{size}")
                 finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
-                comparison._execute(finals, FLAGS.launcher, comparison.variant_launch_args(
+                comparison.execute_runs(finals, FLAGS.launcher, comparison.variant_launch_args(
                     protocol, by_name[name], task, presets), on_run)
                 by_size[str(size)] = results.finite_summary(
-                    [comparison._accuracy(run) for run in finals])
+                    [comparison.final_accuracy(run) for run in finals])
             sample_efficiency[task][name] = by_size
 
     timings["last_invocation_seconds"] = round(time.time() - started, 1)

@@ -70,13 +70,13 @@ def run_variant(runs_dir, task, variant, protocol, presets, launcher="python -m 
     args = variant_launch_args(protocol, variant, task, presets)
     grid = sweep.grid_runs(exp_dir, plan, protocol.learning_rates, protocol.weight_decays,
                            protocol.grid_seed)
-    _execute(grid, launcher, args, on_run)
+    execute_runs(grid, launcher, args, on_run)
     results = sweep.read_grid_results(grid)
     best = sweep.select_best(results)
     sweep.write_selection(exp_dir, best, results)
     finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
-    _execute(finals, launcher, args, on_run)
-    accuracies = [_accuracy(run) for run in finals]
+    execute_runs(finals, launcher, args, on_run)
+    accuracies = [final_accuracy(run) for run in finals]
     return {"test_accuracy": accuracies, "seeds": list(protocol.seeds),
             "learning_rate": best.learning_rate, "weight_decay": best.weight_decay,
             "validation_accuracy": best.accuracy,
@@ -88,12 +88,14 @@ def _read(run):
         return json.load(f)
 
 
-def _accuracy(run):
+def final_accuracy(run):
+    """The run's `eval_accuracy`; NaN for a diverged run."""
     accuracy = _read(run).get("eval_accuracy")
     return float("nan") if accuracy is None else float(accuracy)
 
 
-def _execute(runs, launcher, launch_args, on_run):
+def execute_runs(runs, launcher, launch_args, on_run=None):
+    """Runs every unfinished run in turn; a diverged run counts as finished."""
     for run in runs:
         if run.is_finished():
             continue
