@@ -76,7 +76,8 @@ flags.DEFINE_bool("backbone_dropout", True,
 
 group("Data")
 flags.DEFINE_string("dataset", "digits",
-                    "Images: 'digits', 'vtab/<task>' or 'fgvc/<dataset>'; "
+                    "Images: 'digits', 'minivtab/<task>' (rendered offline), 'vtab/<task>' or "
+                    "'fgvc/<dataset>'; "
                     "text: 'e2e', 'webnlg' or 'xsum'.")
 flags.DEFINE_string("train_split", None, "Training split (default per dataset family).")
 flags.DEFINE_string("eval_split", None, "Evaluation split (default per dataset family).")

@@ -117,6 +117,7 @@ class SplitPlan:
 SPLIT_PLANS = {
     "vtab": SplitPlan("train800", "val200", "train800val200", "test"),
     "fgvc": SplitPlan("train", "val", "train", "test"),
+    "minivtab": SplitPlan("train800", "val200", "train800val200", "test"),
 }
 
 
@@ -200,7 +201,8 @@ def experiment_dir(sweep_dir: str, launch_values) -> str:
     family = dataset.split("/")[0]
     if family not in SPLIT_PLANS or "/" not in dataset:
         raise SweepError(
-            f"--dataset={dataset!r}: a sweep needs 'vtab/<task>' or 'fgvc/<dataset>'; "
+            f"--dataset={dataset!r}: a sweep needs 'vtab/<task>', 'fgvc/<dataset>' or "
+            "'minivtab/<task>'; "
             "pass a flagfile such as configs/vtab/deep_cifar100.cfg."
         )
     family = "-".join(part.replace(",", "_") for part in run_family(launch_values) if part)

@@ -1,8 +1,9 @@
 """`ImageTaskData`: what training needs from an image classification task.
 
-Two sources: the built-in `digits` task (scikit-learn's 8x8 handwritten
-digits, shipped inside the package, for offline quickstarts and tests) and
-the TFDS benchmark tasks `vtab/<task>` and `fgvc/<dataset>`.
+Three sources: the built-in `digits` task (scikit-learn's 8x8 handwritten
+digits, shipped inside the package, for offline quickstarts and tests), the
+rendered offline mini-VTAB `minivtab/<task>` (`kprefix.data.synthetic_images`)
+and the TFDS benchmark tasks `vtab/<task>` and `fgvc/<dataset>`.
 
 Example:
 
@@ -25,6 +26,7 @@ DEFAULT_SPLITS = {
     "digits": ("train", "test"),
     "vtab": ("train800val200", "test"),
     "fgvc": ("train", "test"),
+    "minivtab": ("train800val200", "test"),
 }
 
 
@@ -60,7 +62,8 @@ def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
     family = name.split("/")[0]
     if family not in DEFAULT_SPLITS or (family == "digits") != (name == "digits"):
         raise ValueError(
-            f"Unknown --dataset={name!r}; use 'digits', 'vtab/<task>' or 'fgvc/<dataset>'."
+            f"Unknown --dataset={name!r}; use 'digits', 'minivtab/<task>', 'vtab/<task>' or "
+            "'fgvc/<dataset>'."
         )
     default_train, default_eval = DEFAULT_SPLITS[family]
     train_split, eval_split = train_split or default_train, eval_split or default_eval
@@ -68,6 +71,9 @@ def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
         raise ValueError("--split_file applies to FGVC datasets only.")
     if name == "digits":
         return _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainder)
+    if family == "minivtab":
+        return _minivtab(name.split("/", 1)[1], image_size, batch_size, seed, train_split,
+                         eval_split, drop_remainder)
     common = dict(image_size=image_size, batch_size=batch_size, data_dir=data_dir,
                   manual_dir=manual_dir)
     if split_file is not None:
@@ -105,6 +111,23 @@ def _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainde
     if (train_split, eval_split) != ("train", "test"):
         raise ValueError("The digits task has splits 'train' and 'test' only.")
     (train_x, train_y), (test_x, test_y) = digits_arrays(image_size)
+    return _in_memory(10, (train_x, train_y), (test_x, test_y), batch_size, seed,
+                      drop_remainder)
+
+
+def _minivtab(task, image_size, batch_size, seed, train_split, eval_split,
+              drop_remainder=True):
+    from kprefix.data.synthetic_images import MINIVTAB_CLASSES, minivtab_arrays
+
+    return _in_memory(MINIVTAB_CLASSES.get(task), minivtab_arrays(task, train_split, image_size),
+                      minivtab_arrays(task, eval_split, image_size), batch_size, seed,
+                      drop_remainder)
+
+
+def _in_memory(num_classes, train, evaluation, batch_size, seed, drop_remainder):
+    """Pipelines over NumPy `(images, labels)` pairs; the epoch order is a function of
+    (seed, epoch) only."""
+    (train_x, train_y), (test_x, test_y) = train, evaluation
     images, labels = tf.constant(train_x), tf.constant(train_y)
 
     def make_epoch(epoch):
@@ -120,5 +143,5 @@ def _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainde
         return batches if drop_remainder else batches.map(pad_to_full_batch(batch_size))
 
     evaluation = tf.data.Dataset.from_tensor_slices((test_x, test_y)).batch(batch_size)
-    return ImageTaskData(10, num_batches(len(train_y), batch_size, drop_remainder), make_epoch,
-                         evaluation)
+    return ImageTaskData(num_classes, num_batches(len(train_y), batch_size, drop_remainder),
+                         make_epoch, evaluation)

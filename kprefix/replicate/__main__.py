@@ -1,0 +1,199 @@
+"""Offline replication: pretrain small backbones, then the paper's comparison with seeds.
+
+    python -m kprefix.replicate --flagfile=configs/replicate/cpu.cfg --output_dir=runs/replicate
+    python -m kprefix.replicate --flagfile=configs/replicate/quick.cfg --output_dir=/tmp/quick
+
+1. pretrains a small ViT on a rendered many-class source task and saves it,
+   and its random initialisation, as keras-hub presets
+   (`<output_dir>/vit_pretrained`, `<output_dir>/vit_random`);
+2. on the rendered mini-VTAB (`--dataset=minivtab/<task>`, disjoint from the
+   source task) runs Deep-share, Simple-share and No-share, SHALLOW and DEEP,
+   and the linear probe (`--method=linear`), each through
+   `python -m kprefix.launch --backbone=<preset dir>`: a learning rate x weight
+   decay grid selected on validation, then every seed on the test split; the
+   linear probe also runs on the random-weight preset (does pretraining transfer?);
+3. reruns chosen variants on fewer training examples (sample efficiency);
+4. writes `results.json`, `results.md` and `sample_efficiency.png`.
+
+Finished runs (their `results.json`) and a finished pretraining are
+skipped, so an interrupted replication resumes where it stopped.
+"""
+
+import json
+import os
+import shlex
+import sys
+import time
+
+from absl import app, flags
+
+from kprefix import cli
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("output_dir", None, "Where presets, runs and results go.", required=True)
+flags.DEFINE_integer("pretrain_steps", 3000, "ViT pretraining steps.", lower_bound=1)
+flags.DEFINE_integer("pretrain_examples", 50000, "Rendered source images.", lower_bound=64)
+flags.DEFINE_integer("pretrain_batch_size", 128, "ViT pretraining batch size.", lower_bound=1)
+flags.DEFINE_float("pretrain_learning_rate", 2e-3, "ViT pretraining peak AdamW learning rate.")
+flags.DEFINE_integer("vit_layers", 4, "ViT depth.", lower_bound=1)
+flags.DEFINE_integer("vit_width", 128, "ViT hidden width (MLP: twice that).", lower_bound=8)
+flags.DEFINE_list("tasks", ["digits", "count", "location_x", "location_y", "orientation", "size"],
+                  "mini-VTAB tasks.")
+flags.DEFINE_list("variants", None,
+                  "Comparison rows (default: all of kprefix.replicate.comparison.VARIANTS).")
+flags.DEFINE_list("learning_rates", ["0.5", "2"], "Grid of base learning rates.")
+flags.DEFINE_list("weight_decays", ["0", "0.001"], "Grid of weight decays.")
+flags.DEFINE_list("seeds", ["42", "44", "82", "100", "800"], "Seeds of the final runs.")
+flags.DEFINE_integer("grid_seed", 42, "Seed of the grid runs.")
+flags.DEFINE_list("sample_efficiency_sizes", ["100", "300"],
+                  "Training-set sizes (besides the full 1,000) of the sample-efficiency runs; "
+                  "empty: none.")
+flags.DEFINE_list("sample_efficiency_tasks", ["count", "orientation"],
+                  "Tasks of the sample-efficiency runs.")
+flags.DEFINE_list("sample_efficiency_variants", ["deep_share-deep", "no_share-deep", "linear"],
+                  "Variants of the sample-efficiency runs (with their selected hyperparameters).")
+flags.DEFINE_multi_string("launch_flag", [],
+                          "A --name=value flag every downstream launch gets (repeatable), "
+                          "e.g. --launch_flag=--epochs=20.")
+flags.DEFINE_string("launcher", "python -m kprefix.launch", "Command that runs one launch.")
+
+
+def _usage(condition, message):
+    if condition:
+        raise app.UsageError(message)
+
+
+def main(argv):
+    _usage(len(argv) > 1, f"Unexpected arguments: {' '.join(argv[1:])}")
+    from kprefix import sweep
+
+    try:
+        replicate()
+    except sweep.SweepError as error:
+        print(f"kprefix.replicate: {error}\nRerun the same command to resume.", file=sys.stderr)
+        sys.exit(1)
+
+
+def replicate():
+    """The whole replication with the flags' settings (see the module doc)."""
+    from kprefix import sweep
+    from kprefix.data.synthetic_images import MINIVTAB_CLASSES
+    from kprefix.replicate import comparison, results
+    from kprefix.replicate.pretrain_vision import (PRETRAINED, RANDOM, VisionPretraining,
+                                                   pretrain_vision)
+    from kprefix.replicate.statistics import paired_difference, verdict
+
+    unknown = [t for t in FLAGS.tasks if t not in MINIVTAB_CLASSES]
+    _usage(unknown, f"--tasks: unknown {unknown}; use {', '.join(MINIVTAB_CLASSES)}.")
+    by_name = {v.name: v for v in comparison.VARIANTS}
+    names = FLAGS.variants or list(by_name)
+    _usage(any(n not in by_name for n in names),
+           f"--variants: use names from {', '.join(by_name)}.")
+    chosen = [by_name[n] for n in names]
+    _usage(any(n not in names for n in FLAGS.sample_efficiency_variants),
+           "--sample_efficiency_variants must be among --variants.")
+    sizes = [int(n) for n in sweep.parse_numbers(FLAGS.sample_efficiency_sizes,
+                                                 "sample_efficiency_sizes")] \
+        if FLAGS.sample_efficiency_sizes else []
+    _usage(any(not 1 <= n < 1000 for n in sizes), "--sample_efficiency_sizes: use 1-999.")
+    protocol = comparison.Protocol(
+        learning_rates=tuple(sweep.parse_numbers(FLAGS.learning_rates, "learning_rates")),
+        weight_decays=tuple(sweep.parse_numbers(FLAGS.weight_decays, "weight_decays")),
+        seeds=tuple(int(s) for s in sweep.parse_numbers(FLAGS.seeds, "seeds")),
+        grid_seed=FLAGS.grid_seed,
+        launch_args=("--task=image_classification", "--noexport", *FLAGS.launch_flag))
+
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    started = time.time()
+    timings = _read_json(os.path.join(FLAGS.output_dir, "timings.json")) or {}
+    from kprefix import logs
+
+    logs.import_tensorflow_quietly(None)
+    pretraining = pretrain_vision(FLAGS.output_dir, VisionPretraining(
+        steps=FLAGS.pretrain_steps, examples=FLAGS.pretrain_examples,
+        batch_size=FLAGS.pretrain_batch_size, learning_rate=FLAGS.pretrain_learning_rate,
+        num_layers=FLAGS.vit_layers,
+        hidden_dim=FLAGS.vit_width, mlp_dim=2 * FLAGS.vit_width),
+        log=lambda line: print(line, flush=True))
+    presets = {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, PRETRAINED)),
+               "random": os.path.abspath(os.path.join(FLAGS.output_dir, RANDOM))}
+    runs_dir = os.path.join(FLAGS.output_dir, "runs")
+    counter = {"started": 0}
+
+    def on_run(run):
+        counter["started"] += 1
+        print(f"[replicate] {time.time() - started:7.0f}s  run {run.workdir}", flush=True)
+
+    tasks, selections, transfer = {}, {}, []
+    rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
+    for task in FLAGS.tasks:
+        tasks[task], selections[task] = {}, {}
+        for variant in rows:
+            outcome = comparison.run_variant(runs_dir, task, variant, protocol, presets,
+                                             FLAGS.launcher, on_run)
+            tasks[task][variant.name] = results.finite_summary(outcome["test_accuracy"])
+            selections[task][variant.name] = outcome
+        if "linear" in names:
+            difference = paired_difference(
+                tasks[task]["linear"]["values"], tasks[task][comparison.RANDOM_LINEAR.name]["values"])
+            transfer.append({"task": task, "difference": difference, "sentence": verdict(
+                difference, "pretrained", "random weights", f"{task}, linear probe")})
+
+    sample_efficiency = {}
+    for task in [t for t in FLAGS.sample_efficiency_tasks if t in FLAGS.tasks] if sizes else []:
+        sample_efficiency[task] = {}
+        for name in FLAGS.sample_efficiency_variants:
+            chosen_hp = selections[task][name]
+            by_size = {"1000": tasks[task][name]}
+            for size in sizes:
+                plan = sweep.SplitPlan("train800", "val200", f"train{size}", "test")
+                best = sweep.GridResult(chosen_hp["learning_rate"], chosen_hp["weight_decay"],
+                                        chosen_hp["validation_accuracy"])
+                exp_dir = os.path.join(runs_dir, task, name, f"train{size}")
+                finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
+                comparison.execute_runs(finals, FLAGS.launcher, comparison.variant_launch_args(
+                    protocol, by_name[name], task, presets), on_run)
+                by_size[str(size)] = results.finite_summary(
+                    [comparison.final_accuracy(run) for run in finals])
+            sample_efficiency[task][name] = by_size
+
+    timings["last_invocation_seconds"] = round(time.time() - started, 1)
+    timings["last_invocation_runs_started"] = counter["started"]
+    with open(os.path.join(FLAGS.output_dir, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=2)
+    payload = {
+        "command": shlex.join(["python", "-m", "kprefix.replicate", *sys.argv[1:]]),
+        "seeds": list(protocol.seeds),
+        "metric": "test accuracy (fraction)",
+        "tasks": tasks,
+        "selection": {task: {name: {k: v for k, v in outcome.items() if k != "test_accuracy"}
+                             for name, outcome in by_variant.items()}
+                      for task, by_variant in selections.items()},
+        "transfer": transfer,
+        "vision_pretraining": pretraining,
+        "presets": presets,
+        "sample_efficiency": sample_efficiency,
+        "sample_efficiency_sizes": [*sizes, 1000] if sample_efficiency else [],
+        "timings": timings,
+        "notes": ["E2E is not part of this replication yet: only the vision comparison runs "
+                  "here."],
+    }
+    if sample_efficiency:
+        payload["plot"] = "sample_efficiency.png"
+        results.plot_sample_efficiency(os.path.join(FLAGS.output_dir, payload["plot"]),
+                                       sample_efficiency, payload["sample_efficiency_sizes"])
+    results.write_results(FLAGS.output_dir, payload)
+    print(f"\nDone in {time.time() - started:.0f}s ({counter['started']} runs started): "
+          f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+if __name__ == "__main__":
+    cli.run(main)

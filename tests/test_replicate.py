@@ -1,0 +1,140 @@
+"""The offline replication: rendered tasks, statistics, and the quick pipeline end to end."""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from kprefix.data.synthetic_images import (MINIVTAB_CLASSES, SOURCE_CLASSES, minivtab_arrays,
+                                           source_arrays)
+from kprefix.replicate.statistics import paired_difference, summarize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _foreground(images):
+    """Pixels brighter than the flat background: objects use colours of at least 0.5."""
+    return images.max(axis=-1) > -0.16  # [-1, 1] range: backgrounds are at most 0.3 (-0.4)
+
+
+def test_count_labels_match_the_number_of_objects():
+    images, labels = minivtab_arrays("count", "test")
+    counted = []
+    for image in images[:100]:
+        objects, _ = ndimage.label(ndimage.binary_fill_holes(_foreground(image)),
+                                   structure=np.ones((3, 3)))
+        counted.append(int(np.sum(np.bincount(objects.ravel())[1:] >= 4)))
+    assert np.mean(np.array(counted) == labels[:100] + 1) > 0.9
+
+
+def test_location_x_labels_are_the_column_bin_of_the_object():
+    images, labels = minivtab_arrays("location_x", "train800")
+    bins = np.array([np.nonzero(_foreground(image))[1].mean() / 32 * 8 for image in images[:200]])
+    # The centroid of a few-pixel ring can sit a pixel off its drawn centre.
+    assert np.mean(bins.astype(int) == labels[:200]) > 0.95
+    assert np.all(np.abs(bins - (labels[:200] + 0.5)) < 1.1)
+
+
+def test_splits_sizes_determinism_and_disjoint_test():
+    for task, num_classes in MINIVTAB_CLASSES.items():
+        train, labels = minivtab_arrays(task, "train800val200")
+        test, _ = minivtab_arrays(task, "test")
+        assert train.shape == (1000, 32, 32, 3) and test.shape[0] == 500
+        assert labels.min() >= 0 and labels.max() < num_classes
+        assert not {image.tobytes() for image in train} & {image.tobytes() for image in test}
+    first, _ = minivtab_arrays("size", "train800")
+    np.testing.assert_array_equal(first, minivtab_arrays("size", "train800val200")[0][:800])
+    np.testing.assert_array_equal(minivtab_arrays("size", "train100")[0], first[:100])
+    with pytest.raises(ValueError, match="train<N>"):
+        minivtab_arrays("size", "train2000")
+    with pytest.raises(ValueError, match="Unknown mini-VTAB task"):
+        minivtab_arrays("colour", "test")
+
+
+def test_source_task_is_deterministic_and_has_many_classes():
+    images, labels = source_arrays(400, seed=3)
+    again, _ = source_arrays(400, seed=3)
+    np.testing.assert_array_equal(images, again)
+    assert len(np.unique(labels)) > 0.9 * SOURCE_CLASSES
+    assert images.min() >= -1.0 and images.max() <= 1.0
+
+
+def test_minivtab_is_a_launch_dataset():
+    from kprefix.data.image_tasks import load_image_task_data
+
+    data = load_image_task_data("minivtab/orientation", 16, 64, seed=0)
+    assert (data.num_classes, data.steps_per_epoch) == (8, 1000 // 64)
+    images, labels = next(iter(data.make_epoch(np.int64(0))))
+    assert images.shape == (64, 16, 16, 3)
+
+
+def test_summary_matches_scipy_t_interval():
+    values = [0.71, 0.74, 0.69, 0.77, 0.72]
+    summary = summarize(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
+                                 scale=stats.sem(values))
+    assert summary["std"] == pytest.approx(np.std(values, ddof=1))
+    assert summary["ci95"] == pytest.approx([low, high])
+    difference = paired_difference([0.8, 0.9, 0.85], [0.7, 0.8, 0.8])
+    assert difference["paired"] and difference["mean"] == pytest.approx(0.25 / 3)
+    with pytest.raises(ValueError, match="finite"):
+        summarize([0.5, math.nan])
+
+
+QUICK = ["--flagfile=configs/replicate/quick.cfg", "--tasks=count", "--learning_rates=1",
+         "--variants=deep_share-deep,no_share-deep",
+         "--sample_efficiency_variants=deep_share-deep", "--pretrain_steps=20"]
+
+
+def _replicate(output_dir, *extra):
+    return subprocess.run([sys.executable, "-m", "kprefix.replicate", *QUICK, *extra,
+                           f"--output_dir={output_dir}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.mark.large
+def test_quick_replication_writes_results_and_resumes(tmp_path):
+    out = str(tmp_path)
+    process = _replicate(out)
+    assert process.returncode == 0, process.stderr[-3000:]
+    results = json.loads(open(os.path.join(out, "results.json")).read())
+    rows = results["tasks"]["count"]
+    assert set(rows) == {"deep_share-deep", "no_share-deep"}
+    for row in rows.values():
+        assert len(row["values"]) == 2 and all(0.0 <= v <= 1.0 for v in row["values"])
+        assert row["mean"] == pytest.approx(np.mean(row["values"]))
+        assert row["ci95"][0] <= row["mean"] <= row["ci95"][1]
+    assert [c["placement"] for c in results["comparisons"]] == ["deep"]
+    assert "Deep-share" in results["comparisons"][0]["sentence"]
+    assert results["transfer"] == []  # no linear probe among these --variants
+    curve = results["vision_pretraining"]["loss_curve"]
+    assert curve[-1]["step"] == 20 and all(math.isfinite(p["loss"]) for p in curve)
+    assert set(results["sample_efficiency"]["count"]["deep_share-deep"]) == {"100", "1000"}
+    assert os.path.getsize(os.path.join(out, "sample_efficiency.png")) > 1000
+    markdown = open(os.path.join(out, "results.md")).read()
+    assert "deep_share-deep" in markdown and "95% CI" in markdown
+    # The presets reload through the normal --backbone=<dir> path.
+    from kprefix.backbones import build_backbone
+
+    assert build_backbone(results["presets"]["pretrained"]).num_layers == 2
+
+    # Resume: a deleted run is the only one run again; the others are skipped.
+    finished = sorted(glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"),
+                                recursive=True))
+    assert len(finished) == 2 * 3 + 2
+    removed = os.path.join(out, "runs", "count", "no_share-deep", "final", "seed44",
+                           "results.json")
+    os.remove(removed)
+    stamps = {path: os.path.getmtime(path) for path in finished if path != removed}
+    process = _replicate(out)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert os.path.exists(removed)
+    assert {path: os.path.getmtime(path) for path in stamps} == stamps
+    assert json.loads(open(os.path.join(out, "timings.json")).read())[
+        "last_invocation_runs_started"] == 1
