@@ -13,6 +13,8 @@ Example:
 (True, 2)
 """
 
+import keras
+
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
 
@@ -73,6 +75,7 @@ class PrefixedKerasHubTask(PrefixedTaskMixin):
     def __init__(self, backbone, preprocessor=None, prefix_config=None, folded=False,
                  seed=None, **kwargs):
         prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
+        logits_in_compute_dtype(backbone)
         super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
         self._keep_prefix(prefix, prefix_config, folded, seed)
 
@@ -100,6 +103,25 @@ def make_prefix(backbone, prefix_config, folded=False, seed=None):
     return prefix_config, PrefixTuning(
         backbone, prefix_config, folded=folded, seed=seed, name="prefix"
     )
+
+
+def logits_in_compute_dtype(backbone):
+    """Under a mixed precision policy, computes the tied output layer in the compute dtype.
+
+    keras-hub's language models compute their logits with the token
+    embedding reversed; an embedding layer does not autocast its variables,
+    so under `mixed_bfloat16` that product (hidden x vocabulary, the largest
+    of GPT-2 small) would stay float32 and keep most of the bf16 speed-up
+    away. Setting the layer's `reverse_dtype` makes it a bf16 product, as any
+    other Dense layer under the policy; the loss and the decoders cast the
+    logits to float32 before their softmax.
+    """
+    embedding = getattr(backbone, "token_embedding", None)
+    policy = backbone.dtype_policy
+    if (isinstance(embedding, keras.layers.ReversibleEmbedding)
+            and embedding.reverse_dtype is None
+            and policy.compute_dtype != policy.variable_dtype):
+        embedding.reverse_dtype = policy.compute_dtype
 
 
 def _is_prefix_weight(model, weight):
