@@ -1,7 +1,7 @@
 """kprefix against Hugging Face PEFT prefix-tuning, side by side.
 
     pip install -e ".[peer]"     # torch (CPU), transformers, peft
-    python benchmarks/peer_peft.py [--rounds=5] [--threads=2] [--train_steps=2]
+    python benchmarks/peer_peft.py [--rounds=5] [--threads=2] [--train_steps=1]
 
 Both sides train and decode the same model: a GPT-2-small config with random
 weights (`gpt2_small_random`, dropout 0.1), batch 8 x 128 tokens, prefix
@@ -57,9 +57,9 @@ flags.DEFINE_integer("rounds", 5, "ABBA rounds: in each, every measure runs once
                      "side, the order alternating from round to round.", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "Intra-op threads of each side (TF and torch); inter-op "
                      "threads too.", lower_bound=1)
-flags.DEFINE_integer("train_steps", 2, "Training steps per timed unit (after the first step "
+flags.DEFINE_integer("train_steps", 1, "Training steps per timed unit (after the first step "
                      "and one warm-up step).", lower_bound=1)
-flags.DEFINE_integer("new_tokens", 32, "Tokens generated per prompt and decoding run.",
+flags.DEFINE_integer("new_tokens", 16, "Tokens generated per prompt and decoding run.",
                      lower_bound=1)
 flags.DEFINE_list("measures", ["train_deep", "train_none", "greedy", "beam"],
                   "Which of train_deep, train_none, greedy, beam to measure.")
