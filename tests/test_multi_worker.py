@@ -55,7 +55,8 @@ def test_two_workers_train_evaluate_export_like_one_worker_with_one_writer(tmp_p
         pytest.skip("strace is needed to see which process writes which file")
     workdir = str(tmp_path / "run")
     trace = tmp_path / "worker1.strace"
-    flags = QUICK + ["--epochs=1", f"--workdir={workdir}"]
+    # XLA requested explicitly (on CPU it is off unless asked for).
+    flags = QUICK + ["--epochs=1", "--jit_compile", f"--workdir={workdir}"]
     tracer = ["strace", "-f", "-qq", "--seccomp-bpf", "-o", str(trace),
               "-e", "trace=openat,rename,renameat,renameat2,mkdir,mkdirat"]
     with Cluster(2, flags, log_dir=tmp_path,
