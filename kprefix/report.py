@@ -151,7 +151,6 @@ def _metric(scores, path):
 def language_table(results) -> Table | None:
     """Table 2 from text results: final runs, mean +- std over seeds; None without any."""
     by_cell: dict[tuple[tuple[str, str], str], dict[int, float]] = {}
-    shares: dict[Key, list[float]] = {}
     for payload in results:
         run_flags = payload["flags"]
         if run_flags.get("eval_split", payload.get("eval_split")) != FINAL_SPLIT:
@@ -159,9 +158,6 @@ def language_table(results) -> Table | None:
         if run_flags.get("max_eval_examples"):
             continue  # scored on part of the test split: not comparable with the paper
         family = run_family(run_flags)
-        share = payload.get("trainable_percent")
-        if isinstance(share, (int, float)) and run_flags.get("dataset"):
-            shares.setdefault((run_flags["dataset"], *family), []).append(float(share))
         for column, dataset, path, scale in LANGUAGE_COLUMNS:
             if run_flags.get("dataset") != dataset:
                 continue
@@ -174,9 +170,9 @@ def language_table(results) -> Table | None:
     columns = [c for c, *_ in LANGUAGE_COLUMNS if any(col == c for _, col in by_cell)]
     values = {(family_label(*family), column): summarize(seeds.values())
               for (family, column), seeds in by_cell.items()}
-    mean_shares = {key: statistics.fmean(v) for key, v in shares.items()}
+    shares = collect_parameter_shares(results)
     for family in families:
-        values[(family_label(*family), PARAMS_COLUMN)] = _row_share(mean_shares, *family)
+        values[(family_label(*family), PARAMS_COLUMN)] = _row_share(shares, *family)
     return _with_shares(columns, [family_label(*family) for family in families], values)
 
 
