@@ -1,6 +1,6 @@
 """Speed and memory ratios of prefix-tuning, measured side by side in one run.
 
-    python benchmarks/core.py [--steps=5] [--batch_size=8]
+    python benchmarks/core.py [--steps=5] [--batch_size=8] [--[no]jit_compile]
 
 Builds a ViT-B/16-sized backbone from config (random weights, 224x224) and a
 GPT-2-small-sized one, and prints:
@@ -13,6 +13,8 @@ GPT-2-small-sized one, and prints:
 - GPT-2 cached greedy generation tokens/s, with folded prefixes / without
   (target >= 0.9).
 
+The ViT steps use XLA as the launcher does by default (on GPUs and TPUs,
+off on CPUs) unless `--jit_compile` says otherwise.
 Timed variants alternate step by step so that load on the machine affects
 both sides alike; each figure is the median over `--steps` steps after
 warm-up. Peak memory is the peak resident set of steady-state training
@@ -28,6 +30,8 @@ flags.DEFINE_integer("steps", 5, "Timed steps per variant (after 2 warm-up steps
 flags.DEFINE_integer("batch_size", 8, "Images per training step.")
 flags.DEFINE_integer("prefix_length", 10, "Prefix vectors per layer.")
 flags.DEFINE_integer("new_tokens", 32, "Tokens generated per GPT-2 run.")
+flags.DEFINE_bool("jit_compile", None, "XLA for the ViT training and inference steps "
+                  "(default: the launcher's per-platform default, off on CPUs).")
 flags.DEFINE_string("memory_probe", None, "Internal: measure peak memory of one mode.")
 FLAGS = flags.FLAGS
 
@@ -46,9 +50,17 @@ def _classifier(variant, precision="float32", full_finetune=False):
         model.backbone.trainable = True
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
+                  jit_compile=models_use_xla())
     keras.mixed_precision.set_global_policy("float32")
     return model
+
+
+def models_use_xla():
+    import tensorflow as tf
+
+    from kprefix.train import jit_compile_for
+
+    return jit_compile_for(tf.distribute.get_strategy(), FLAGS.jit_compile)
 
 
 def _batch():
@@ -117,7 +129,8 @@ def memory_probe(mode):
 
 
 def peak_memory(mode):
-    return peak_in_subprocess(__file__, f"--memory_probe={mode}",
+    xla = [] if FLAGS.jit_compile is None else [FLAGS["jit_compile"].serialize()]
+    return peak_in_subprocess(__file__, f"--memory_probe={mode}", *xla,
                               f"--batch_size={FLAGS.batch_size}",
                               f"--prefix_length={FLAGS.prefix_length}")
 
@@ -140,7 +153,8 @@ def main(argv):
          tokens_per_second["prefix"] / tokens_per_second["no_prefix"], ">= 0.9"),
     ]
     print(f"\nViT-B/16 (random weights), batch {FLAGS.batch_size}, 224x224, "
-          f"P={FLAGS.prefix_length}, median of {FLAGS.steps} steps")
+          f"P={FLAGS.prefix_length}, median of {FLAGS.steps} steps, "
+          f"XLA {'on' if models_use_xla() else 'off'}")
     for name, seconds in train.items():
         print(f"  train step {name:>16}: {seconds * 1000:9.1f} ms")
     for name, seconds in infer.items():

@@ -43,6 +43,7 @@ START = time.perf_counter()  # before the heavy imports: time to first step coun
 
 import json  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -70,6 +71,8 @@ flags.DEFINE_enum("training_precision", "float32", ["float32", "mixed_bfloat16"]
                   "Training precision of both sides: kprefix --precision, PEFT "
                   "torch.autocast(bfloat16) (as transformers' Trainer with bf16=True). Decoding "
                   "runs in float32 on both sides.")
+flags.DEFINE_bool("profile", False, "After the rounds, profile one training unit of each side "
+                  "(TensorFlow's profiler, torch.profiler) and print where its time goes.")
 flags.DEFINE_bool("check_parity", True, "Check that both sides compute the same logits first.")
 flags.DEFINE_bool("worker_logs", False, "Show the two worker processes' stderr.")
 flags.DEFINE_enum("side", None, ["kprefix", "peft"],
@@ -258,11 +261,75 @@ def serve(side):
         measure = line.strip()
         if measure == "exit":
             break
+        if measure.startswith("profile "):
+            run, _ = units[measure.split()[1]]
+            profile = profile_kprefix if side == "kprefix" else profile_peft
+            print("PROFILE " + json.dumps(profile(run)), flush=True)
+            continue
         run, work = units[measure]
         start = time.perf_counter()
         run()
         print(f"RATE {work / (time.perf_counter() - start)}", flush=True)
     print(f"PEAK {_peak_mb()}", flush=True)
+
+
+# Op types that are matrix products (TensorFlow's oneDNN kernels, torch's aten ops).
+MATMUL_OP = re.compile(r"MatMul|Einsum|^aten::(mm|addmm|bmm|baddbmm|addbmm)$")
+LOSS_OP = re.compile(r"Softmax|CrossEntropy|^aten::(_log_softmax|_softmax|nll_loss|cross_entropy)")
+# A TensorFlow op's profiler event is named `scope/name:Type`.
+TF_OP_EVENT = re.compile(r"^(.*[^:]):([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _op_breakdown(seconds_by_type, wall):
+    """`{"wall": s, "matmul": s, "softmax_loss": s, "other_ops": s, "top": [...]}`."""
+    matmul = sum(t for k, t in seconds_by_type.items() if MATMUL_OP.search(k))
+    loss = sum(t for k, t in seconds_by_type.items() if LOSS_OP.search(k))
+    top = sorted(seconds_by_type.items(), key=lambda item: -item[1])[:6]
+    return {"wall": wall, "matmul": matmul, "softmax_loss": loss,
+            "other_ops": sum(seconds_by_type.values()) - matmul - loss, "top": top}
+
+
+def profile_kprefix(run):
+    """Op time by type of one unit, from TensorFlow's profiler (its compute threads)."""
+    import collections
+    import glob
+    import tempfile
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        [path] = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+        with open(path, "rb") as trace:
+            space.ParseFromString(trace.read())
+    seconds = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if line.name.startswith("tf_Compute"):
+                for event in line.events:
+                    match = TF_OP_EVENT.match(plane.event_metadata[event.metadata_id].name)
+                    if match:
+                        seconds[match.group(2)] += event.duration_ps / 1e12
+    return _op_breakdown(seconds, wall)
+
+
+def profile_peft(run):
+    """Op self time by type of one unit, from torch.profiler."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+    seconds = {event.key: event.self_cpu_time_total / 1e6
+               for event in profiler.key_averages() if event.self_cpu_time_total > 0}
+    return _op_breakdown(seconds, wall)
 
 
 class Worker:
@@ -291,6 +358,11 @@ class Worker:
         self.process.stdin.write(measure + "\n")
         self.process.stdin.flush()
         return float(self._answer("RATE"))
+
+    def profile(self, measure):
+        self.process.stdin.write(f"profile {measure}\n")
+        self.process.stdin.flush()
+        return json.loads(self._answer("PROFILE"))
 
     def close(self):
         self.process.stdin.write("exit\n")
@@ -345,6 +417,21 @@ def report(rates, first_step, peaks):
                   f"  {values['kprefix'] / values['peft']:.2f} (one per process)")
 
 
+def report_profiles(profiles):
+    """Where one profiled training unit's time went, per side, in seconds per step."""
+    print("\nOne profiled unit per side, seconds per training step (with the profiler on, so "
+          "walls run a little slower than above); an op's time is its wall time, and ops that "
+          "overlap on two threads both count")
+    print(f"{'measure, side':28} {'wall':>7} {'matmul':>7} {'softmax+loss':>12} "
+          f"{'other ops':>9}  largest op types")
+    for (measure, side), parts in profiles.items():
+        per_step = {k: parts[k] / FLAGS.train_steps
+                    for k in ("wall", "matmul", "softmax_loss", "other_ops")}
+        top = ", ".join(f"{name} {t / FLAGS.train_steps:.2f}" for name, t in parts["top"])
+        print(f"{measure + ', ' + side:28} {per_step['wall']:7.2f} {per_step['matmul']:7.2f} "
+              f"{per_step['softmax_loss']:12.2f} {per_step['other_ops']:9.2f}  {top}")
+
+
 def main(argv):
     del argv
     if FLAGS.side:
@@ -379,9 +466,14 @@ def main(argv):
         print(f"round {n + 1} ({' then '.join(order)}): " + "; ".join(
             f"{m} {rates[m]['kprefix'][-1]:.2f} vs {rates[m]['peft'][-1]:.2f}"
             for m in FLAGS.measures), flush=True)
+    profiles = {(measure, side): workers[side].profile(measure)
+                for measure in FLAGS.measures if FLAGS.profile and measure.startswith("train")
+                for side in ("kprefix", "peft")}
     peaks = {side: worker.close() for side, worker in workers.items()}
     report(rates, {side: w.info["first_step_s"] for side, w in workers.items()
                    if "first_step_s" in w.info}, peaks)
+    if profiles:
+        report_profiles(profiles)
 
 
 if __name__ == "__main__":

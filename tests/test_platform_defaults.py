@@ -69,3 +69,23 @@ def test_mixed_bfloat16_gpt2_computes_its_output_layer_in_bf16():
     # bf16 keeps 8 significant bits: the logits agree to about 1% of their scale.
     scale = np.abs(expected).max()
     assert np.abs(np.asarray(logits, "float32") - expected).max() < 0.02 * scale
+
+
+def test_tied_output_layer_multiplies_by_the_table_without_a_transposed_copy():
+    import numpy as np
+
+    from kprefix.backbones import build_backbone
+    from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
+
+    for task, backbone in ((PrefixGPT2CausalLM, "gpt2_tiny"), (PrefixBartSeq2SeqLM, "bart_tiny")):
+        embedding = task(build_backbone(backbone, seed=0)).backbone.token_embedding
+        hidden = np.random.default_rng(0).normal(size=(2, 3, embedding.output_dim))
+        hidden = hidden.astype("float32")
+        table = embedding.embeddings.numpy()
+        logits = embedding(hidden, reverse=True)
+        assert logits.shape == (2, 3, embedding.input_dim)
+        np.testing.assert_allclose(logits, hidden @ table.T, rtol=1e-5, atol=1e-5)
+        graph = tf.function(lambda h: embedding(h, reverse=True)).get_concrete_function(
+            tf.TensorSpec([None, None, embedding.output_dim])).graph
+        op_types = {op.type for op in graph.get_operations()}
+        assert "Transpose" not in op_types and "MatMul" in op_types, op_types

@@ -13,7 +13,10 @@ Example:
 (True, 2)
 """
 
+import functools
+
 import keras
+import tensorflow as tf
 
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
@@ -75,7 +78,7 @@ class PrefixedKerasHubTask(PrefixedTaskMixin):
     def __init__(self, backbone, preprocessor=None, prefix_config=None, folded=False,
                  seed=None, **kwargs):
         prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
-        logits_in_compute_dtype(backbone)
+        fast_tied_logits(backbone)
         super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
         self._keep_prefix(prefix, prefix_config, folded, seed)
 
@@ -105,23 +108,51 @@ def make_prefix(backbone, prefix_config, folded=False, seed=None):
     )
 
 
-def logits_in_compute_dtype(backbone):
-    """Under a mixed precision policy, computes the tied output layer in the compute dtype.
+def fast_tied_logits(backbone):
+    """Makes the backbone's tied output layer cheaper; its logits stay the same.
 
     keras-hub's language models compute their logits with the token
-    embedding reversed; an embedding layer does not autocast its variables,
-    so under `mixed_bfloat16` that product (hidden x vocabulary, the largest
-    of GPT-2 small) would stay float32 and keep most of the bf16 speed-up
-    away. Setting the layer's `reverse_dtype` makes it a bf16 product, as any
-    other Dense layer under the policy; the loss and the decoders cast the
-    logits to float32 before their softmax.
+    embedding reversed, `inputs @ transpose(embeddings)`. That transpose is a
+    copy of the whole embedding table (154 MB for GPT-2 small) on every
+    training step and every decoded token. The swapped-in class multiplies
+    by the table with `transpose_b` instead, which oneDNN reads in place.
+
+    Under a mixed precision policy the product is also made a compute-dtype
+    one: an embedding layer does not autocast its variables, so under
+    `mixed_bfloat16` the largest product of GPT-2 small (hidden x vocabulary)
+    would stay float32 and keep most of the bf16 speed-up away. The loss and
+    the decoders cast the logits to float32 before their softmax.
     """
     embedding = getattr(backbone, "token_embedding", None)
+    if not isinstance(embedding, keras.layers.ReversibleEmbedding):
+        return
     policy = backbone.dtype_policy
-    if (isinstance(embedding, keras.layers.ReversibleEmbedding)
-            and embedding.reverse_dtype is None
-            and policy.compute_dtype != policy.variable_dtype):
+    if embedding.reverse_dtype is None and policy.compute_dtype != policy.variable_dtype:
         embedding.reverse_dtype = policy.compute_dtype
+    embedding.__class__ = _tied_logits_class(type(embedding))
+
+
+class TiedLogitsMixin:
+    """`call(inputs, reverse=True)` of a tied `ReversibleEmbedding` without the transposed copy."""
+
+    def call(self, inputs, reverse=False):
+        if not (reverse and self.tie_weights and self.logit_soft_cap is None):
+            return super().call(inputs, reverse=reverse)
+        kernel = self.embeddings
+        if self.reverse_dtype is not None:
+            inputs = keras.ops.cast(inputs, self.reverse_dtype)
+            kernel = keras.ops.cast(kernel, self.reverse_dtype)
+        shape = keras.ops.shape(inputs)  # static sizes where known, so Keras keeps them
+        logits = tf.linalg.matmul(tf.reshape(inputs, [-1, shape[-1]]), kernel, transpose_b=True)
+        return tf.reshape(logits, [*shape[:-1], self.input_dim])
+
+
+@functools.lru_cache(maxsize=None)
+def _tied_logits_class(embedding_class):
+    if issubclass(embedding_class, TiedLogitsMixin):
+        return embedding_class
+    return type(embedding_class.__name__, (TiedLogitsMixin, embedding_class),
+                {"__module__": embedding_class.__module__})
 
 
 def _is_prefix_weight(model, weight):
