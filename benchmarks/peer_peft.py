@@ -1,7 +1,7 @@
 """kprefix against Hugging Face PEFT prefix-tuning, side by side.
 
     pip install -e ".[peer]"     # torch (CPU), transformers, peft
-    python benchmarks/peer_peft.py [--rounds=5] [--threads=2] [--train_steps=1]
+    python benchmarks/peer_peft.py [--rounds=5] [--threads=2] [--train_steps=1] [--profile]
 
 Both sides train and decode the same model: a GPT-2-small config with random
 weights (`gpt2_small_random`, dropout 0.1), batch 8 x 128 tokens, prefix
@@ -30,6 +30,10 @@ tokens per prompt, beams not counted). The table shows medians over rounds
 with min-max and the ratio kprefix / PEFT of every round, then each
 process's time from its start to the end of its first training step and its
 peak resident memory (ru_maxrss).
+
+`--profile` then profiles one training unit on each side (TensorFlow's
+profiler, `torch.profiler`) and prints where its time went: matrix
+products, softmax and loss, other ops, and the largest op types.
 
 Before timing, the script checks that both sides compute the same function
 (`peer_parity.py`: same weights, prefixes of the same values, logits within

@@ -108,10 +108,10 @@ def _training_batches(FLAGS, tokenizer, examples):
                    .batch(FLAGS.batch_size, drop_remainder=FLAGS.drop_remainder)
                    .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
                         num_parallel_calls=tf.data.AUTOTUNE))
-        if FLAGS.drop_remainder:
-            return batches
-        # The last partial batch is padded with zero-weight rows (static shapes).
-        return batches.map(pad_to_full_batch(FLAGS.batch_size))
+        if not FLAGS.drop_remainder:
+            # The last partial batch is padded with zero-weight rows (static shapes).
+            batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
+        return batches.prefetch(tf.data.AUTOTUNE)
     return make_epoch, steps
 
 
