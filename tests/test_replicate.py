@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from kprefix.data.synthetic_images import (MINIVTAB_CLASSES, SOURCE_CLASSES, minivtab_arrays,
-                                           source_arrays)
+from kprefix.data.synthetic_images import (MINIVTAB_CLASSES, SOURCE_FACTORS, SOURCE_SCALE_EDGES,
+                                           minivtab_arrays, source_arrays)
 from kprefix.replicate.statistics import paired_difference, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,12 +57,67 @@ def test_splits_sizes_determinism_and_disjoint_test():
         minivtab_arrays("colour", "test")
 
 
-def test_source_task_is_deterministic_and_has_many_classes():
+def test_source_task_is_deterministic_and_every_factor_varies():
     images, labels = source_arrays(400, seed=3)
-    again, _ = source_arrays(400, seed=3)
+    again, same = source_arrays(400, seed=3)
     np.testing.assert_array_equal(images, again)
-    assert len(np.unique(labels)) > 0.9 * SOURCE_CLASSES
+    assert set(labels) == set(SOURCE_FACTORS)
+    for factor, classes in SOURCE_FACTORS.items():
+        np.testing.assert_array_equal(labels[factor], same[factor])
+        assert labels[factor].min() >= 0 and labels[factor].max() < classes
+        seen = len(np.unique(labels[factor]))
+        # The last position bin is rare: only small copies fit there as the first copy.
+        assert seen >= (0.9 * classes if factor == "shape" else classes - 1), factor
     assert images.min() >= -1.0 and images.max() <= 1.0
+    # Neither the count nor the scale fixes the other.
+    assert len(np.unique(labels["scale"][labels["count"] == 0])) == SOURCE_FACTORS["scale"]
+    assert len(np.unique(labels["count"][labels["scale"] == 0])) == SOURCE_FACTORS["count"]
+
+
+def _principal_angle(rows, columns):
+    """Angle (mod pi) of the long axis of a pixel set, and how elongated it is."""
+    covariance = np.cov(np.stack([columns, rows]).astype(float))
+    values, vectors = np.linalg.eigh(covariance)
+    return np.arctan2(vectors[1, 1], vectors[0, 1]) % np.pi, values[1] / max(values[0], 1e-9)
+
+
+def test_source_labels_match_the_rendered_objects():
+    """Count, position, scale and rotation labels, read back from the drawn copies."""
+    images, labels, objects = source_arrays(1500, seed=5, with_objects=True)
+    assert objects.shape == images.shape[:3]
+    counts = np.array([len(np.unique(o)) - 1 for o in objects])
+    # A copy of the smallest scale with a thin radius profile may cover no pixel centre.
+    assert np.mean(counts == labels["count"] + 1) > 0.97
+    assert np.all(counts <= labels["count"] + 1)
+    drawn = objects != 0
+    # Copies change the pixels they cover: object pixels differ from their surround.
+    assert np.abs(images[drawn] - images[~drawn].mean(0)).max() > 0.5
+    whole = np.nonzero(counts == labels["count"] + 1)[0]
+    for factor, axis in (("x", 1), ("y", 0)):
+        first = np.array([min(np.mean(np.nonzero(objects[i] == k)[axis])
+                              for k in range(1, counts[i] + 1)) for i in whole]) / 32 * 8
+        # The centroid of a star-shaped copy sits within a pixel or two of its centre.
+        assert np.mean(np.abs(first - (labels[factor][whole] + 0.5)) < 1.0) > 0.95, factor
+    area = drawn.sum((1, 2)) / np.maximum(counts, 1)
+    assert stats.spearmanr(labels["scale"][whole], area[whole]).correlation > 0.7
+    assert np.median(area[labels["scale"] == 5]) > 6 * np.median(area[labels["scale"] == 0])
+    # Rotation: two single copies of one shape, turned by different bins, have
+    # long axes turned by the difference of the bins (give or take a bin).
+    single = [i for i in whole if counts[i] == 1 and labels["scale"][i] >= 3]
+    axes = {i: _principal_angle(*np.nonzero(objects[i])) for i in single}
+    agree, shuffled = [], []
+    rng = np.random.RandomState(0)
+    for i in single:
+        for j in single:
+            if i < j and labels["shape"][i] == labels["shape"][j] and min(
+                    axes[i][1], axes[j][1]) > 1.5:
+                turned = axes[j][0] - axes[i][0]
+                for claimed, out in ((labels["rotation"][j] - labels["rotation"][i], agree),
+                                     (rng.randint(8) - rng.randint(8), shuffled)):
+                    error = (turned - claimed * np.pi / 4 + np.pi / 2) % np.pi - np.pi / 2
+                    out.append(abs(error) < np.pi / 4 + 0.2)
+    assert len(agree) >= 10
+    assert np.mean(agree) > 0.9 and np.mean(shuffled) < 0.75
 
 
 def test_minivtab_is_a_launch_dataset():

@@ -3,9 +3,12 @@
 Nothing here is downloaded; every image is a function of a fixed seed.
 
 * `source_arrays`: the pretraining task (formula-driven, in the spirit of
-  FractalDB): `SOURCE_CLASSES` classes, each a star-shaped polygon with its
-  own radius profile filled with its own sinusoidal texture, on a textured
-  background; instances vary in position, scale, rotation, colour and noise.
+  FractalDB): one to six copies of a star-shaped polygon, one of 100 shape
+  classes (each its own radius profile and stripe texture), on a flat or
+  grating background. Every image is labelled with six factors
+  (`SOURCE_FACTORS`): the shape class, the number of copies, the column and
+  row bin of the first copy, the rotation bin and the scale bin; colours,
+  phases and noise vary freely.
 * `minivtab_arrays`: downstream tasks disjoint from the source (other
   objects: plain ellipses, rings and bars on a flat background, or
   handwritten digits; other seeds), `--dataset=minivtab/<task>`:
@@ -26,7 +29,10 @@ Nothing here is downloaded; every image is a function of a fixed seed.
 
 Example:
 
->>> from kprefix.data.synthetic_images import minivtab_arrays
+>>> from kprefix.data.synthetic_images import minivtab_arrays, source_arrays
+>>> _, factors = source_arrays(8)
+>>> sorted(factors)
+['count', 'rotation', 'scale', 'shape', 'x', 'y']
 >>> images, labels = minivtab_arrays("count", "train800", image_size=32)
 >>> images.shape, int(labels.min()), int(labels.max())
 ((800, 32, 32, 3), 0, 5)
@@ -37,7 +43,10 @@ import re
 
 import numpy as np
 
-SOURCE_CLASSES = 100
+# Factors of a source image and their numbers of classes; pretraining has one
+# head per factor, so the backbone must keep what each one needs.
+SOURCE_FACTORS = {"shape": 100, "count": 6, "x": 8, "y": 8, "rotation": 8, "scale": 6}
+SOURCE_SCALE_EDGES = np.linspace(0.07, 0.31, SOURCE_FACTORS["scale"] + 1)
 TEST_SIZE = 500
 MINIVTAB_CLASSES = {
     "digits": 10,
@@ -64,54 +73,109 @@ def _to_model_range(images, noise, rng):
     return (np.clip(images, 0.0, 1.0) * 2.0 - 1.0).astype("float32")
 
 
-def source_arrays(num_examples, image_size=32, seed=0):
-    """`(images float32 [N,S,S,3] in [-1,1], labels int32 [N])` of the source task.
+def source_arrays(num_examples, image_size=32, seed=0, with_objects=False):
+    """`(images float32 [N,S,S,3] in [-1,1], labels)` of the source task.
 
-    Class `c` fixes a radius profile (3-8 lobes), a texture frequency and
-    angle, and a background texture; `seed` draws the instances.
+    `labels` maps each factor of `SOURCE_FACTORS` to int32 [N]:
+
+    - `shape`: the class, which fixes a star-shaped radius profile (3-8
+      lobes) and a stripe texture (frequency and angle);
+    - `count`: the number of copies of that shape, minus one (1-6 copies);
+    - `x`, `y`: the column bin of the leftmost copy's centre and the row bin
+      of the topmost copy's centre (8 bins each);
+    - `rotation`: the copies' common rotation, in 8 bins over 360 degrees;
+    - `scale`: their common outer radius, in 6 bins (`SOURCE_SCALE_EDGES`,
+      fractions of the image side).
+
+    Colours, texture phase, the background (flat or a random grating) and
+    pixel noise vary freely; `seed` draws the instances. `with_objects`
+    adds a third array, int8 [N,S,S]: 0 on the background, k on the pixels
+    of the k-th copy (what the labels say, drawn).
     """
-    classes = np.random.RandomState(_SOURCE_SEED)
-    vertices = classes.randint(3, 9, SOURCE_CLASSES)
-    profiles = classes.uniform(0.35, 1.0, (SOURCE_CLASSES, 8))
-    frequency = classes.uniform(1.0, 6.0, SOURCE_CLASSES)
-    texture_angle = classes.uniform(0.0, np.pi, SOURCE_CLASSES)
-    background_frequency = classes.uniform(0.5, 4.0, SOURCE_CLASSES)
-
     rng = np.random.RandomState(_SOURCE_SEED + 1 + seed)
-    labels = rng.randint(0, SOURCE_CLASSES, num_examples).astype("int32")
     rows, columns = _grid(image_size)
-    centre = rng.uniform(0.3, 0.7, (num_examples, 2))
-    scale = rng.uniform(0.2, 0.38, num_examples)
-    rotation = rng.uniform(0.0, 2 * np.pi, num_examples)
-    phase = rng.uniform(0.0, 2 * np.pi, num_examples)
-    foreground = rng.uniform(0.3, 1.0, (num_examples, 3))
-    background = rng.uniform(0.0, 0.5, (num_examples, 3))
+    labels = {factor: np.zeros(num_examples, "int32") for factor in SOURCE_FACTORS}
+    images = np.empty((num_examples, image_size, image_size, 3), "float32")
+    objects = np.zeros((num_examples, image_size, image_size), "int8")
+    for i in range(num_examples):
+        shape = rng.randint(SOURCE_FACTORS["shape"])
+        count, scale_bin, scale, centres = _source_layout(rng)
+        rotation_bin = rng.randint(SOURCE_FACTORS["rotation"])
+        rotation = (rotation_bin + rng.uniform(0.05, 0.95)) * 2 * np.pi / SOURCE_FACTORS["rotation"]
+        phase = rng.uniform(0.0, 2 * np.pi)
+        foreground = rng.uniform(0.4, 1.0, 3)
+        background = rng.uniform(0.0, 0.4, 3)
+        if rng.randint(2):
+            frequency, angle = rng.uniform(0.5, 4.0), rng.uniform(0.0, np.pi)
+            back = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (
+                rows * np.cos(angle) + columns * np.sin(angle)) + phase)
+        else:
+            back = np.ones_like(rows)
+        canvas = back[..., None] * background
+        for k, centre in enumerate(centres, start=1):
+            mask, texture = _source_object(shape, rows, columns, centre, scale, rotation, phase)
+            canvas[mask] = texture[mask][:, None] * foreground
+            objects[i][mask] = k
+        images[i] = canvas
+        labels["shape"][i] = shape
+        labels["count"][i] = count - 1
+        labels["x"][i] = int(centres[:, 1].min() * SOURCE_FACTORS["x"])
+        labels["y"][i] = int(centres[:, 0].min() * SOURCE_FACTORS["y"])
+        labels["rotation"][i] = rotation_bin
+        labels["scale"][i] = scale_bin
+    images = _to_model_range(images, 0.05, rng)
+    return (images, labels, objects) if with_objects else (images, labels)
 
-    dy = rows[None] - centre[:, 0, None, None]
-    dx = columns[None] - centre[:, 1, None, None]
-    radius = np.hypot(dy, dx)
-    theta = np.arctan2(dy, dx) - rotation[:, None, None]
-    # Radius profile: the class's lobes, interpolated around the circle.
-    lobes = vertices[labels][:, None, None]
-    position = np.mod(theta / (2 * np.pi), 1.0) * lobes
+
+@functools.lru_cache(maxsize=1)
+def _source_shapes():
+    """Per shape class: lobes, radius profile, stripe frequency and angle."""
+    classes = np.random.RandomState(_SOURCE_SEED)
+    n = SOURCE_FACTORS["shape"]
+    return (classes.randint(3, 9, n), classes.uniform(0.35, 1.0, (n, 8)),
+            classes.uniform(1.0, 6.0, n), classes.uniform(0.0, np.pi, n))
+
+
+def _source_layout(rng):
+    """`(count, scale_bin, scale, centres [count, 2])`: copies that do not overlap.
+
+    Half the images draw the count first, half the scale bin, each among the
+    pairs that fit in the image, so neither factor fixes the other.
+    """
+    bins = len(SOURCE_SCALE_EDGES) - 1
+    fits = lambda count, b: count * (2 * SOURCE_SCALE_EDGES[b + 1]) ** 2 <= 0.6  # noqa: E731
+    while True:
+        if rng.randint(2):
+            count = rng.randint(1, SOURCE_FACTORS["count"] + 1)
+            options = [b for b in range(bins) if fits(count, b)]
+            scale_bin = options[rng.randint(len(options))]
+        else:
+            scale_bin = rng.randint(bins)
+            options = [c for c in range(1, SOURCE_FACTORS["count"] + 1) if fits(c, scale_bin)]
+            count = options[rng.randint(len(options))]
+        scale = rng.uniform(SOURCE_SCALE_EDGES[scale_bin], SOURCE_SCALE_EDGES[scale_bin + 1])
+        centres = []
+        for _ in range(200):
+            candidate = rng.uniform(scale + 0.02, 1 - scale - 0.02, 2)
+            if all(np.hypot(*(candidate - c)) > 2.05 * scale for c in centres):
+                centres.append(candidate)
+                if len(centres) == count:
+                    return count, scale_bin, scale, np.array(centres)
+
+
+def _source_object(shape, rows, columns, centre, scale, rotation, phase):
+    """Mask and stripe texture of one copy of source `shape`."""
+    lobes, profiles, frequency, texture_angle = (a[shape] for a in _source_shapes())
+    dy, dx = rows - centre[0], columns - centre[1]
+    position = np.mod((np.arctan2(dy, dx) - rotation) / (2 * np.pi), 1.0) * lobes
     lower = np.floor(position).astype(int)
     fraction = position - lower
-    profile = profiles[labels]
-    index = np.arange(num_examples)[:, None, None]
-    r0 = profile[index, lower % lobes]
-    r1 = profile[index, (lower + 1) % lobes]
-    boundary = scale[:, None, None] * (r0 * (1 - fraction) + r1 * fraction)
-    mask = (radius < boundary)[..., None]
-
-    angle = texture_angle[labels][:, None, None] + rotation[:, None, None]
+    boundary = scale * (profiles[lower % lobes] * (1 - fraction)
+                        + profiles[(lower + 1) % lobes] * fraction)
+    angle = texture_angle + rotation
     along = dx * np.cos(angle) + dy * np.sin(angle)
-    texture = 0.5 + 0.5 * np.sin(2 * np.pi * frequency[labels][:, None, None]
-                                 * along / 0.25 + phase[:, None, None])
-    back = 0.5 + 0.5 * np.sin(2 * np.pi * background_frequency[labels][:, None, None]
-                              * (rows[None] + columns[None]) + phase[:, None, None])
-    images = np.where(mask, texture[..., None] * foreground[:, None, None],
-                      back[..., None] * background[:, None, None])
-    return _to_model_range(images, 0.05, rng), labels
+    texture = 0.65 + 0.35 * np.sin(2 * np.pi * frequency * along / 0.25 + phase)
+    return np.hypot(dy, dx) < boundary, texture
 
 
 def _blob(rows, columns, centre, radii, angle, ring):

@@ -1,8 +1,12 @@
 """Pretrains a small ViT on the rendered source task and saves it as a keras-hub preset.
 
-The source task is `kprefix.data.synthetic_images.source_arrays`
-(`SOURCE_CLASSES` formula-driven classes); the classifier reads the class
-token, as `PrefixImageClassifier` does downstream. Two presets are written,
+The source task is `kprefix.data.synthetic_images.source_arrays`: rendered
+formula-driven images with several labelled factors (`SOURCE_FACTORS`: shape
+class, number of copies, position, rotation, scale). One linear head per
+factor reads the class token, as `PrefixImageClassifier` does downstream, and
+the loss is their sum: a shape classifier alone learns to ignore where, how
+many, how big and how turned its objects are, which is what structured
+downstream tasks ask. Two presets are written,
 both loadable with `--backbone=<dir>`: the pretrained backbone and the same
 architecture with its random initial weights (the transfer baseline).
 
@@ -63,7 +67,7 @@ def pretrain_vision(output_dir, config, log=print):
     `log` gets a progress line every `config.log_every` steps (None: silent)."""
     import keras
 
-    from kprefix.data.synthetic_images import SOURCE_CLASSES, source_arrays
+    from kprefix.data.synthetic_images import SOURCE_FACTORS, source_arrays
 
     summary_path = os.path.join(output_dir, "vision_pretraining.json")
     if os.path.exists(summary_path):
@@ -72,14 +76,16 @@ def pretrain_vision(output_dir, config, log=print):
     backbone = build_vit(config)
     backbone.save_to_preset(os.path.join(output_dir, RANDOM))
     tokens = backbone.output[:, 0, :]
-    logits = keras.layers.Dense(SOURCE_CLASSES, name="source_head")(tokens)
+    logits = {factor: keras.layers.Dense(classes, name=factor)(tokens)
+              for factor, classes in SOURCE_FACTORS.items()}
     model = keras.Model(backbone.input, logits)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, config.steps, warmup_target=config.learning_rate,
         warmup_steps=max(1, config.steps // 20))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=True)
+                  loss={factor: keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                        for factor in SOURCE_FACTORS},
+                  metrics={factor: ["accuracy"] for factor in SOURCE_FACTORS}, jit_compile=True)
 
     start = time.time()
     images, labels = source_arrays(config.examples, config.image_size, seed=config.seed)
@@ -89,9 +95,10 @@ def pretrain_vision(output_dir, config, log=print):
     curve, losses = [], []
     start = time.time()
     for step in range(1, config.steps + 1):
-        batch = rng.randint(0, len(labels), config.batch_size)
-        loss, _ = model.train_on_batch(images[batch], labels[batch], return_dict=False)
-        losses.append(float(loss))
+        batch = rng.randint(0, len(images), config.batch_size)
+        metrics = model.train_on_batch(
+            images[batch], {factor: y[batch] for factor, y in labels.items()}, return_dict=True)
+        losses.append(float(metrics["loss"]))
         if step % config.log_every == 0 or step == config.steps:
             curve.append({"step": step, "loss": float(np.mean(losses)),
                           "seconds": round(time.time() - start, 1)})
@@ -99,13 +106,16 @@ def pretrain_vision(output_dir, config, log=print):
             if log is not None:
                 log(f"[pretrain vision] step {step}/{config.steps} loss {curve[-1]['loss']:.4f}")
     train_seconds = time.time() - start
-    _, accuracy = model.evaluate(*held_out, batch_size=256, verbose=0)
+    evaluation = model.evaluate(*held_out, batch_size=256, verbose=0, return_dict=True)
+    accuracy = {factor: float(evaluation[f"{factor}_accuracy"]) for factor in SOURCE_FACTORS}
     backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
     summary = {
         "config": dataclasses.asdict(config),
-        "source_classes": SOURCE_CLASSES,
+        "source_classes": SOURCE_FACTORS["shape"],
+        "source_factors": dict(SOURCE_FACTORS),
         "loss_curve": curve,
-        "held_out_source_accuracy": float(accuracy),
+        "held_out_source_accuracy": accuracy["shape"],
+        "held_out_factor_accuracy": accuracy,
         "generate_seconds": round(generate_seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "steps_per_second": round(config.steps / train_seconds, 2),

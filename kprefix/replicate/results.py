@@ -76,10 +76,11 @@ def write_results(output_dir, payload):
         lines += ["", "## Pretraining", "",
                   f"ViT {pretraining['config']['num_layers']} layers, width "
                   f"{pretraining['config']['hidden_dim']}, on {pretraining['source_classes']} "
-                  f"rendered source classes, {pretraining['config']['steps']} steps: loss "
+                  f"rendered shape classes (summed loss of the source factor heads), "
+                  f"{pretraining['config']['steps']} steps: loss "
                   f"{curve[0]['loss']:.3f} (first {curve[0]['step']} steps) -> "
                   f"{curve[-1]['loss']:.3f} (last), held-out source accuracy "
-                  f"{pretraining['held_out_source_accuracy'] * 100:.1f}%.", ""]
+                  f"{_source_accuracy(pretraining)}.", ""]
     transfer = payload.get("transfer")
     if transfer:
         lines += ["## Transfer: linear probe, pretrained vs random weights", ""]
@@ -136,3 +137,11 @@ def finite_summary(values):
     summary = summarize(finite)
     summary["diverged_seeds"] = len(values) - len(finite)
     return summary
+
+
+def _source_accuracy(pretraining):
+    """Held-out accuracy per source factor (the shape class alone where there is one head)."""
+    by_factor = pretraining.get("held_out_factor_accuracy")
+    if not by_factor:
+        return f"{pretraining['held_out_source_accuracy'] * 100:.1f}%"
+    return ", ".join(f"{factor} {accuracy * 100:.1f}%" for factor, accuracy in by_factor.items())
