@@ -89,6 +89,8 @@ def _training_batches(FLAGS, tokenizer, examples):
     if steps == 0:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size} exceeds the {len(sources)} "
                              "training pairs.")
+    if FLAGS.max_steps_per_epoch:
+        steps = min(steps, FLAGS.max_steps_per_epoch)
     if FLAGS.task == "table_to_text":
         def features(source, target):
             return causal_lm_features(tokenizer, source, target,
@@ -108,10 +110,10 @@ def _training_batches(FLAGS, tokenizer, examples):
                    .batch(FLAGS.batch_size, drop_remainder=FLAGS.drop_remainder)
                    .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
                         num_parallel_calls=tf.data.AUTOTUNE))
-        if FLAGS.drop_remainder:
-            return batches
-        # The last partial batch is padded with zero-weight rows (static shapes).
-        return batches.map(pad_to_full_batch(FLAGS.batch_size))
+        if not FLAGS.drop_remainder:
+            # The last partial batch is padded with zero-weight rows (static shapes).
+            batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
+        return batches.take(steps)
     return make_epoch, steps
 
 
