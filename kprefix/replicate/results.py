@@ -4,7 +4,9 @@
 per-seed test accuracies (`mean`, `std`, `ci95`, `values`, see
 `kprefix.replicate.statistics`), the seeds and the selected
 hyperparameters; `comparisons` holds Deep-share minus No-share per task and
-placement, paired per seed.
+placement, paired per seed. `text` holds the same for E2E (per-seed test
+BLEU by training fraction, `text.variants`), its comparisons per fraction and
+the GPT-2 pretraining (corpus, loss curve).
 
 Example:
 
@@ -152,11 +154,14 @@ def _text_lines(text):
     if not text.get("variants"):
         return lines
     labels = list(text["fractions"])
-    lines += ["", f"E2E test BLEU x 100 on the first {text['test_examples']} test inputs "
-              f"over seeds {', '.join(map(str, text['seeds']))}: mean ± std [95% CI, Student t]; "
-              f"every run trains about {text['train_steps']} steps, hyperparameters selected "
-              f"on the first {text['validation_examples']} validation inputs. Plot: "
-              f"`{text.get('plot')}`.", "",
+    selected = ("hyperparameters selected on BLEU of the first "
+                f"{text['validation_examples']} validation inputs"
+                if any(s.get("validation_bleu") is not None for s in text["selection"].values())
+                else "one learning rate and weight decay (no selection)")
+    lines += ["", f"E2E test BLEU x 100 on the first {text['test_examples']} of the 630 test "
+              f"inputs over seeds {', '.join(map(str, text['seeds']))}: mean ± std [95% CI, "
+              f"Student t]; every run trains about {text['train_steps']} steps, {selected}. "
+              f"Plot: `{text.get('plot')}`.", "",
               "| variant | " + " | ".join(
                   f"{_percent(label)} ({text['fractions'][label]['inputs']:,} MRs)"
                   for label in labels) + " |",
