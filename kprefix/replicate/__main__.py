@@ -266,6 +266,13 @@ def replicate_language(runs_dir, on_run):
 
     try:
         data_dir = str(nlg.shared_data_dir(FLAGS.text_data_dir))
+        missing = [name for name in ("e2e", "webnlg2017", "xsum")
+                   if not os.path.isdir(os.path.join(data_dir, name))]
+        if missing:
+            folders = ", ".join(f"{name}/" for name in missing)
+            raise FileNotFoundError(f"the benchmark data folder {data_dir} has no {folders} "
+                                    "(pretraining needs webnlg2017/ and xsum/, the downstream "
+                                    "task e2e/)")
         references_per_input = [len(e.targets) for e in nlg.load_e2e(
             "train", data_dir, source_format="reference")]
     except (FileNotFoundError, ValueError) as error:
@@ -275,9 +282,11 @@ def replicate_language(runs_dir, on_run):
                                    text_comparison.RANDOM_DEEP_SHARE)}
     _usage(any(n not in by_name for n in FLAGS.text_variants),
            f"--text_variants: use names from {', '.join(by_name)}.")
-    fractions = [float(f) for f in FLAGS.e2e_fractions]
+    fractions = (sweep.parse_numbers(FLAGS.e2e_fractions, "e2e_fractions")
+                 if FLAGS.e2e_fractions else [])
     _usage(any(not 0 < f <= 1 for f in fractions) or not 0 < FLAGS.e2e_grid_fraction <= 1,
-           "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], e.g. 0.01,0.05,0.2,1.")
+           "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], "
+           "e.g. 0.01,0.05,0.2,1.")
     width = FLAGS.gpt2_width
     pretraining = pretrain_text(FLAGS.output_dir, TextPretraining(
         steps=FLAGS.text_pretrain_steps, batch_size=FLAGS.text_pretrain_batch_size,
