@@ -142,8 +142,8 @@ def _text_lines(text):
              f"vocabulary of {corpus['vocabulary_size']} learnt from the corpus, pretrained for "
              f"{config['steps']} steps of {config['batch_size']} x {config['sequence_length']} "
              f"tokens ({corpus['epochs_over_corpus']} passes) on "
-             f"{corpus['training_texts']:,} texts ({corpus['training_tokens']:,} tokens), "
-             "without any E2E text:", ""]
+             f"{corpus['training_texts']:,} texts ({corpus['training_tokens']:,} tokens) of "
+             f"this corpus of {corpus['texts']:,} texts without any E2E text:", ""]
     lines += [f"- {source['name']} ({source['licence']}): {source['texts']:,} texts, "
               f"{source['characters']:,} characters" for source in corpus["sources"]]
     lines += ["", f"Training loss {curve[0]['loss']:.3f} (first {curve[0]['step']} steps) -> "
