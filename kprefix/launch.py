@@ -106,6 +106,10 @@ flags.DEFINE_enum("webnlg_source_format", "reference", ["reference", "raw"],
                   "...' with underscores as spaces, all lexicalisations.")
 flags.DEFINE_integer("max_train_examples", 0, "Text: use only the first N inputs (0: all).")
 flags.DEFINE_integer("max_eval_examples", 0, "Text: evaluate the first N inputs (0: all).")
+flags.DEFINE_integer("max_steps_per_epoch", 0,
+                     "Text: train at most N batches per epoch, the first N of that epoch's "
+                     "shuffled order (0: every batch); with --epochs=1 a run sees a random "
+                     "subset of a training set larger than its step budget.", lower_bound=0)
 flags.DEFINE_integer("source_length", 64, "Text: source tokens (XSUM: 512).")
 flags.DEFINE_integer("target_length", 64, "Text: target tokens in training.")
 

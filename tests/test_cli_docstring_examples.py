@@ -8,7 +8,8 @@ import pytest
 MODULES = ["kprefix.flagfiles", "kprefix.logs", "kprefix.flag_help", "kprefix.prefix.flags",
            "kprefix.prefix.config", "kprefix.data.nlg_common", "kprefix.sweep",
            "kprefix.data.synthetic_images", "kprefix.replicate.statistics",
-           "kprefix.replicate.comparison", "kprefix.replicate.results"]
+           "kprefix.replicate.comparison", "kprefix.replicate.results",
+           "kprefix.replicate.byte_pair_encoding", "kprefix.replicate.text_comparison"]
 
 
 @pytest.mark.parametrize("name", MODULES)

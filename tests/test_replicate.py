@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from kprefix.data.synthetic_images import (MINIVTAB_CLASSES, SOURCE_FACTORS, SOURCE_SCALE_EDGES,
+from kprefix.data.nlg import locate_shared_data_dir
+from kprefix.data.synthetic_images import (MINIVTAB_CLASSES, SOURCE_FACTORS,
                                            minivtab_arrays, source_arrays)
 from kprefix.replicate.statistics import paired_difference, summarize
 
@@ -144,7 +145,11 @@ def test_summary_matches_scipy_t_interval():
 
 QUICK = ["--flagfile=configs/replicate/quick.cfg", "--tasks=count", "--learning_rates=1",
          "--variants=deep_share-deep,no_share-deep",
-         "--sample_efficiency_variants=deep_share-deep", "--pretrain_steps=20"]
+         "--sample_efficiency_variants=deep_share-deep", "--pretrain_steps=20",
+         # The language half: one E2E run per variant.
+         "--text_seeds=42", "--text_pretrain_steps=10"]
+TEXT_DATA, _ = locate_shared_data_dir()
+HAS_TEXT_DATA = all((TEXT_DATA / name).is_dir() for name in ("e2e", "webnlg2017", "xsum"))
 
 
 def _replicate(output_dir, *extra):
@@ -179,10 +184,12 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
 
     assert build_backbone(results["presets"]["pretrained"]).num_layers == 2
 
+    text_runs = _check_language_half(results, markdown, out)
+
     # Resume: a deleted run is the only one run again; the others are skipped.
     finished = sorted(glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"),
                                 recursive=True))
-    assert len(finished) == 2 * 3 + 2
+    assert len(finished) == 2 * 3 + 2 + text_runs
     removed = os.path.join(out, "runs", "count", "no_share-deep", "final", "seed44",
                            "results.json")
     os.remove(removed)
@@ -193,3 +200,35 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
     assert {path: os.path.getmtime(path) for path in stamps} == stamps
     assert json.loads(open(os.path.join(out, "timings.json")).read())[
         "last_invocation_runs_started"] == 1
+
+
+def _check_language_half(results, markdown, out):
+    """The E2E part of the quick run; returns how many E2E runs it made."""
+    text = results["text"]
+    if not HAS_TEXT_DATA:
+        assert "skipped" in text and any("E2E" in note for note in results["notes"])
+        return 0
+    curve = text["pretraining"]["loss_curve"]
+    assert curve[-1]["step"] == 10 and all(math.isfinite(p["loss"]) for p in curve)
+    assert text["pretraining"]["corpus"]["sources"][0]["dropped_as_e2e_references"] == 0
+    from kprefix.backbones import build_backbone
+
+    assert build_backbone(text["presets"]["pretrained"]).num_layers == 2
+    assert text["fractions"]["train100pct"] == {
+        "fraction": 1.0, "inputs": 4862, "pairs": 42061, "epochs": 1, "max_steps_per_epoch": 20}
+    assert set(text["variants"]) == {"deep_share-deep", "no_share-deep"}
+    for name, by_fraction in text["variants"].items():
+        row = by_fraction["train100pct"]
+        assert len(row["values"]) == 1 and 0.0 <= row["values"][0] <= 1.0
+        run = os.path.join(out, "runs", "e2e", name, "train100pct", "final", "seed42")
+        launched = json.loads(open(os.path.join(run, "results.json")).read())
+        assert launched["scores"]["BLEU"] == row["values"][0]
+        assert launched["num_eval_examples"] == 8 and launched["flags"]["backbone"] == \
+            text["presets"]["pretrained"]
+        # One epoch capped at --e2e_train_steps batches of the whole training set.
+        assert "20 steps/epoch" in open(os.path.join(run, "launch.log")).read()
+    assert [c["fraction"] for c in text["comparisons"]] == ["train100pct"]
+    assert "one seed" in text["comparisons"][0]["sentence"]
+    assert "Language: GPT-2 pretrained here" in markdown and "E2E test BLEU" in markdown
+    assert os.path.getsize(os.path.join(out, text["plot"])) > 1000
+    return 2

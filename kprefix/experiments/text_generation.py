@@ -89,6 +89,8 @@ def _training_batches(FLAGS, tokenizer, examples):
     if steps == 0:
         raise app.UsageError(f"--batch_size={FLAGS.batch_size} exceeds the {len(sources)} "
                              "training pairs.")
+    if FLAGS.max_steps_per_epoch:
+        steps = min(steps, FLAGS.max_steps_per_epoch)
     if FLAGS.task == "table_to_text":
         def features(source, target):
             return causal_lm_features(tokenizer, source, target,
@@ -111,7 +113,7 @@ def _training_batches(FLAGS, tokenizer, examples):
         if not FLAGS.drop_remainder:
             # The last partial batch is padded with zero-weight rows (static shapes).
             batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
-        return batches.prefetch(tf.data.AUTOTUNE)
+        return batches.take(steps).prefetch(tf.data.AUTOTUNE)
     return make_epoch, steps
 
 

@@ -13,7 +13,16 @@
    decay grid selected on validation, then every seed on the test split; the
    linear probe also runs on the random-weight preset (does pretraining transfer?);
 3. reruns chosen variants on fewer training examples (sample efficiency);
-4. writes `results.json`, `results.md` and `sample_efficiency.png`.
+4. the language half (`--text_pretrain_steps` > 0): pretrains a small GPT-2
+   on the offline text of the shared data folder except E2E (WebNLG
+   lexicalisations, XSUM articles and summaries) and saves it, with its
+   tokenizer, and its random initialisation as presets
+   (`<output_dir>/gpt2_pretrained`, `<output_dir>/gpt2_random`); then on E2E
+   Deep-share, Simple-share and No-share with a grid selected on validation
+   BLEU, then every seed on each fraction of the training set, scored on the
+   test set (`kprefix.replicate.text_comparison`);
+5. writes `results.json`, `results.md`, `sample_efficiency.png` and
+   `e2e_sample_efficiency.png`.
 
 Finished runs (their `results.json`) and a finished pretraining are
 skipped, so an interrupted replication resumes where it stopped.
@@ -57,6 +66,52 @@ flags.DEFINE_multi_string("launch_flag", [],
                           "A --name=value flag every downstream launch gets (repeatable), "
                           "e.g. --launch_flag=--epochs=20.")
 flags.DEFINE_string("launcher", "python -m kprefix.launch", "Command that runs one launch.")
+
+# The language half: GPT-2 pretrained on offline text without E2E, then E2E.
+flags.DEFINE_integer("text_pretrain_steps", 0,
+                     "GPT-2 pretraining steps (0: the language half is skipped).", lower_bound=0)
+flags.DEFINE_integer("text_pretrain_batch_size", 32, "GPT-2 pretraining batch size.",
+                     lower_bound=1)
+flags.DEFINE_integer("text_sequence_length", 128, "GPT-2 pretraining window (tokens).",
+                     lower_bound=8)
+flags.DEFINE_float("text_pretrain_learning_rate", 1e-3, "GPT-2 pretraining peak AdamW learning "
+                   "rate.")
+flags.DEFINE_integer("text_vocabulary_size", 4096,
+                     "Byte-level BPE vocabulary learnt from the pretraining corpus.",
+                     lower_bound=257)
+flags.DEFINE_integer("text_pretrain_max_texts", 0,
+                     "Pretrain on a random subset of this many corpus texts (0: all of them).",
+                     lower_bound=0)
+flags.DEFINE_integer("gpt2_layers", 4, "GPT-2 depth.", lower_bound=1)
+flags.DEFINE_integer("gpt2_width", 128, "GPT-2 hidden width (MLP: four times that).",
+                     lower_bound=8)
+flags.DEFINE_string("text_data_dir", None,
+                    "Folder with e2e/, webnlg2017/ and xsum/ (default: "
+                    "kprefix.data.nlg.shared_data_dir()); the language half is skipped, with "
+                    "the reason in the results, when it is absent.")
+flags.DEFINE_list("text_variants", ["deep_share-deep", "simple_share-deep", "no_share-deep"],
+                  "E2E comparison rows (names of kprefix.replicate.text_comparison.TEXT_VARIANTS, "
+                  "or deep_share-deep-random_backbone); empty: no E2E runs.")
+flags.DEFINE_list("e2e_fractions", ["0.01", "0.05", "0.2", "1"],
+                  "Fractions of the E2E training inputs the seed runs train on; empty: no E2E "
+                  "runs.")
+flags.DEFINE_float("e2e_grid_fraction", 0.05,
+                   "Fraction of the E2E training inputs the learning-rate x weight-decay grid "
+                   "trains on.")
+flags.DEFINE_list("text_learning_rates", ["0.001", "0.005"], "E2E grid of AdamW learning rates.")
+flags.DEFINE_list("text_weight_decays", ["0"], "E2E grid of weight decays.")
+flags.DEFINE_list("text_seeds", ["42", "44", "82"], "Seeds of the E2E runs.")
+flags.DEFINE_integer("e2e_train_steps", 200,
+                     "Optimizer steps of every E2E run (whole epochs on small fractions, one "
+                     "capped epoch on large ones).", lower_bound=1)
+flags.DEFINE_integer("e2e_batch_size", 16, "E2E batch size.", lower_bound=1)
+flags.DEFINE_integer("e2e_validation_examples", 50,
+                     "Validation inputs (MRs) the grid is scored on (0: all 547).", lower_bound=0)
+flags.DEFINE_integer("e2e_test_examples", 100,
+                     "Test inputs (MRs) the seed runs are scored on (0: all 630).", lower_bound=0)
+flags.DEFINE_multi_string("text_launch_flag", [],
+                          "A --name=value flag every E2E launch gets (repeatable), "
+                          "e.g. --text_launch_flag=--num_beams=3.")
 
 
 def _usage(condition, message):
@@ -158,6 +213,8 @@ def replicate():
                     [comparison.final_accuracy(run) for run in finals])
             sample_efficiency[task][name] = by_size
 
+    text = replicate_language(runs_dir, on_run)
+
     timings["last_invocation_seconds"] = round(time.time() - started, 1)
     timings["last_invocation_runs_started"] = counter["started"]
     with open(os.path.join(FLAGS.output_dir, "timings.json"), "w") as f:
@@ -176,16 +233,113 @@ def replicate():
         "sample_efficiency": sample_efficiency,
         "sample_efficiency_sizes": [*sizes, 1000] if sample_efficiency else [],
         "timings": timings,
-        "notes": ["E2E is not part of this replication yet: only the vision comparison runs "
-                  "here."],
+        "text": text,
+        "notes": [],
     }
+    if text.get("skipped"):
+        payload["notes"].append(f"E2E (the language half) was skipped: {text['skipped']}")
     if sample_efficiency:
         payload["plot"] = "sample_efficiency.png"
         results.plot_sample_efficiency(os.path.join(FLAGS.output_dir, payload["plot"]),
                                        sample_efficiency, payload["sample_efficiency_sizes"])
+    if text.get("variants") and text["fractions"]:
+        text["plot"] = "e2e_sample_efficiency.png"
+        results.plot_text_sample_efficiency(os.path.join(FLAGS.output_dir, text["plot"]), text)
     results.write_results(FLAGS.output_dir, payload)
     print(f"\nDone in {time.time() - started:.0f}s ({counter['started']} runs started): "
           f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
+
+
+def replicate_language(runs_dir, on_run):
+    """The language half (see `kprefix.replicate.pretrain_text` and `text_comparison`):
+    GPT-2 pretraining, then the E2E runs; returns the `text` part of the results
+    (`{"skipped": reason}` when it is turned off or its data is missing)."""
+    from kprefix import sweep
+    from kprefix.replicate import results, text_comparison
+    from kprefix.replicate.pretrain_text import (PRETRAINED, RANDOM, TextPretraining,
+                                                 pretrain_text)
+    from kprefix.replicate.statistics import paired_difference, verdict
+
+    if not FLAGS.text_pretrain_steps:
+        return {"skipped": "--text_pretrain_steps=0"}
+    from kprefix.data import nlg
+
+    try:
+        data_dir = str(nlg.shared_data_dir(FLAGS.text_data_dir))
+        missing = [name for name in ("e2e", "webnlg2017", "xsum")
+                   if not os.path.isdir(os.path.join(data_dir, name))]
+        if missing:
+            folders = ", ".join(f"{name}/" for name in missing)
+            raise FileNotFoundError(f"the benchmark data folder {data_dir} has no {folders} "
+                                    "(pretraining needs webnlg2017/ and xsum/, the downstream "
+                                    "task e2e/)")
+        references_per_input = [len(e.targets) for e in nlg.load_e2e(
+            "train", data_dir, source_format="reference")]
+    except (FileNotFoundError, ValueError) as error:
+        print(f"[replicate] language half skipped: {error}", flush=True)
+        return {"skipped": str(error)}
+    by_name = {v.name: v for v in (*text_comparison.TEXT_VARIANTS,
+                                   text_comparison.RANDOM_DEEP_SHARE)}
+    _usage(any(n not in by_name for n in FLAGS.text_variants),
+           f"--text_variants: use names from {', '.join(by_name)}.")
+    fractions = (sweep.parse_numbers(FLAGS.e2e_fractions, "e2e_fractions")
+                 if FLAGS.e2e_fractions else [])
+    _usage(any(not 0 < f <= 1 for f in fractions) or not 0 < FLAGS.e2e_grid_fraction <= 1,
+           "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], "
+           "e.g. 0.01,0.05,0.2,1.")
+    width = FLAGS.gpt2_width
+    pretraining = pretrain_text(FLAGS.output_dir, TextPretraining(
+        steps=FLAGS.text_pretrain_steps, batch_size=FLAGS.text_pretrain_batch_size,
+        sequence_length=FLAGS.text_sequence_length,
+        learning_rate=FLAGS.text_pretrain_learning_rate,
+        vocabulary_size=FLAGS.text_vocabulary_size, num_layers=FLAGS.gpt2_layers,
+        num_heads=max(1, width // 32), hidden_dim=width, intermediate_dim=4 * width,
+        max_texts=FLAGS.text_pretrain_max_texts, data_dir=data_dir),
+        log=lambda line: print(line, flush=True))
+    presets = {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, PRETRAINED)),
+               "random": os.path.abspath(os.path.join(FLAGS.output_dir, RANDOM))}
+    text = {"task": "e2e", "metric": "BLEU (0-1, official-faithful E2E scorer)",
+            "pretraining": pretraining, "presets": presets, "seeds": [],
+            "fractions": {}, "variants": {}, "selection": {}, "comparisons": [], "transfer": []}
+    if not FLAGS.text_variants or not fractions:
+        return text
+    protocol = text_comparison.TextProtocol(
+        learning_rates=tuple(sweep.parse_numbers(FLAGS.text_learning_rates,
+                                                 "text_learning_rates")),
+        weight_decays=tuple(sweep.parse_numbers(FLAGS.text_weight_decays, "text_weight_decays")),
+        seeds=tuple(int(s) for s in sweep.parse_numbers(FLAGS.text_seeds, "text_seeds")),
+        grid_seed=FLAGS.grid_seed, fractions=tuple(fractions),
+        grid_fraction=FLAGS.e2e_grid_fraction, train_steps=FLAGS.e2e_train_steps,
+        batch_size=FLAGS.e2e_batch_size, validation_examples=FLAGS.e2e_validation_examples,
+        test_examples=FLAGS.e2e_test_examples,
+        launch_args=("--config=nlg/table_to_text", "--dataset=e2e", "--noexport",
+                     f"--text_data_dir={data_dir}", *FLAGS.text_launch_flag))
+    text["seeds"] = list(protocol.seeds)
+    text["test_examples"] = protocol.test_examples or 630
+    text["validation_examples"] = protocol.validation_examples or 547
+    text["train_steps"] = protocol.train_steps
+    for fraction in fractions:
+        inputs, pairs = text_comparison.training_subset(fraction, references_per_input)
+        text["fractions"][text_comparison.fraction_label(fraction)] = {
+            "fraction": fraction, "inputs": inputs, "pairs": pairs,
+            **text_comparison.schedule(pairs, protocol.batch_size, protocol.train_steps)}
+    for name in FLAGS.text_variants:
+        outcome = text_comparison.run_text_variant(runs_dir, by_name[name], protocol, presets,
+                                                   references_per_input, FLAGS.launcher, on_run)
+        text["variants"][name] = {label: results.finite_summary(values)
+                                  for label, values in outcome.pop("bleu").items()}
+        text["selection"][name] = outcome
+    text["comparisons"] = results.text_comparison_sentences(text["variants"])
+    random_name = text_comparison.RANDOM_DEEP_SHARE.name
+    if random_name in text["variants"] and "deep_share-deep" in text["variants"]:
+        for label in text["fractions"]:
+            difference = paired_difference(text["variants"]["deep_share-deep"][label]["values"],
+                                           text["variants"][random_name][label]["values"])
+            text["transfer"].append({"fraction": label, "difference": difference,
+                                     "sentence": verdict(difference, "pretrained GPT-2",
+                                                         "random weights",
+                                                         f"E2E {label}, Deep-share DEEP")})
+    return text
 
 
 def _read_json(path):

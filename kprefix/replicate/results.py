@@ -4,7 +4,9 @@
 per-seed test accuracies (`mean`, `std`, `ci95`, `values`, see
 `kprefix.replicate.statistics`), the seeds and the selected
 hyperparameters; `comparisons` holds Deep-share minus No-share per task and
-placement, paired per seed.
+placement, paired per seed. `text` holds the same for E2E (per-seed test
+BLEU by training fraction, `text.variants`), its comparisons per fraction and
+the GPT-2 pretraining (corpus, loss curve).
 
 Example:
 
@@ -38,6 +40,31 @@ def comparison_sentences(tasks):
                          "sentence": verdict(difference, "Deep-share", "No-share",
                                              f"{task}, {placement.upper()}")})
     return rows
+
+
+def text_comparison_sentences(variants):
+    """E2E: Deep-share vs No-share for every training fraction and placement both ran on
+    (`variants`: name -> fraction label -> summary of per-seed BLEU)."""
+    rows = []
+    for placement in PLACEMENTS:
+        deep, none = variants.get(f"deep_share-{placement}"), variants.get(f"no_share-{placement}")
+        if not deep or not none:
+            continue
+        for label in deep:
+            if label not in none:
+                continue
+            difference = paired_difference(deep[label]["values"], none[label]["values"])
+            rows.append({"task": "e2e", "fraction": label, "placement": placement,
+                         "difference": difference,
+                         "sentence": verdict(difference, "Deep-share", "No-share",
+                                             f"E2E {_percent(label)} of the training set, "
+                                             f"{placement.upper()}, BLEU")})
+    return rows
+
+
+def _percent(label):
+    """'train5pct' -> '5%'."""
+    return label[len("train"):-len("pct")] + "%"
 
 
 def _cell(summary):
@@ -98,13 +125,72 @@ def write_results(output_dir, payload):
             for name, by_size in variants_by_size.items():
                 lines.append(f"| {task} | {name} | " + " | ".join(
                     _cell(by_size.get(str(n))) for n in payload["sample_efficiency_sizes"]) + " |")
+    lines += _text_lines(payload.get("text") or {})
     for note in payload.get("notes", []):
         lines += ["", note]
     with open(os.path.join(output_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def plot_sample_efficiency(path, sample_efficiency, sizes):
+def _text_lines(text):
+    """The E2E section of `results.md` (nothing when the language half did not run)."""
+    pretraining = text.get("pretraining")
+    if not pretraining:
+        return []
+    config, corpus, curve = pretraining["config"], pretraining["corpus"], pretraining["loss_curve"]
+    lines = ["", "## Language: GPT-2 pretrained here, then E2E", "",
+             f"GPT-2 {config['num_layers']} layers, width {config['hidden_dim']}, byte-level BPE "
+             f"vocabulary of {corpus['vocabulary_size']} learnt from the corpus, pretrained for "
+             f"{config['steps']} steps of {config['batch_size']} x {config['sequence_length']} "
+             f"tokens ({corpus['epochs_over_corpus']} passes) on "
+             f"{corpus['training_texts']:,} texts ({corpus['training_tokens']:,} tokens) of "
+             f"this corpus of {corpus['texts']:,} texts without any E2E text:", ""]
+    lines += [f"- {source['name']} ({source['licence']}): {source['texts']:,} texts, "
+              f"{source['characters']:,} characters" for source in corpus["sources"]]
+    lines += ["", f"Training loss {curve[0]['loss']:.3f} (first {curve[0]['step']} steps) -> "
+              f"{curve[-1]['loss']:.3f} (last); held-out loss {pretraining['held_out_loss']:.3f} "
+              f"(random weights: {pretraining['held_out_loss_random_weights']:.3f}) on "
+              f"{corpus['held_out_texts']:,} held-out texts (`text_pretraining.json` has the "
+              "curve)."]
+    if not text.get("variants"):
+        return lines
+    labels = list(text["fractions"])
+    selected = ("hyperparameters selected on BLEU of the first "
+                f"{text['validation_examples']} validation inputs"
+                if any(s.get("validation_bleu") is not None for s in text["selection"].values())
+                else "one learning rate and weight decay (no selection)")
+    lines += ["", f"E2E test BLEU x 100 on the first {text['test_examples']} of the 630 test "
+              f"inputs over seeds {', '.join(map(str, text['seeds']))}: mean ± std [95% CI, "
+              f"Student t]; every run trains about {text['train_steps']} steps, {selected}. "
+              f"Plot: `{text.get('plot')}`.", "",
+              "| variant | " + " | ".join(
+                  f"{_percent(label)} ({text['fractions'][label]['inputs']:,} MRs)"
+                  for label in labels) + " |",
+              "|---" * (len(labels) + 1) + "|"]
+    for name, by_fraction in text["variants"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(by_fraction.get(label))
+                                                 for label in labels) + " |")
+    lines += ["", "### Deep-share vs No-share on E2E", ""]
+    lines += [f"- {row['sentence']}" for row in text["comparisons"]]
+    if text.get("transfer"):
+        lines += ["", "### Transfer: Deep-share on the pretrained vs the random-weight GPT-2", ""]
+        lines += [f"- {row['sentence']}" for row in text["transfer"]]
+    return lines
+
+
+def plot_text_sample_efficiency(path, text):
+    """Mean E2E test BLEU (95% CI band) against the training fraction, one line per variant."""
+    labels = list(text["fractions"])
+    percents = [text["fractions"][label]["fraction"] * 100 for label in labels]
+    curves = {"e2e": {name: {f"{p:g}": by_fraction[label]
+                             for p, label in zip(percents, labels) if label in by_fraction}
+                      for name, by_fraction in text["variants"].items()}}
+    plot_sample_efficiency(path, curves, [float(f"{p:g}") for p in percents],
+                           xlabel="% of the E2E training set", ylabel="test BLEU")
+
+
+def plot_sample_efficiency(path, sample_efficiency, sizes, xlabel="training examples",
+                           ylabel="test accuracy (%)"):
     """One panel per task: mean test accuracy (95% CI band) against training examples,
     one line per variant."""
     import matplotlib
@@ -116,15 +202,15 @@ def plot_sample_efficiency(path, sample_efficiency, sizes):
     figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
     for axis, task in zip(axes[0], tasks):
         for name, by_size in sample_efficiency[task].items():
-            points = [(n, by_size[str(n)]) for n in sizes if str(n) in by_size]
+            points = [(n, by_size[f"{n:g}"]) for n in sizes if f"{n:g}" in by_size]
             xs = [n for n, _ in points]
             axis.plot(xs, [s["mean"] * 100 for _, s in points], marker="o", label=name)
             axis.fill_between(xs, [s["ci95"][0] * 100 for _, s in points],
                               [s["ci95"][1] * 100 for _, s in points], alpha=0.15)
         axis.set_xscale("log")
         axis.set_title(task)
-        axis.set_xlabel("training examples")
-        axis.set_ylabel("test accuracy (%)")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
