@@ -9,7 +9,8 @@ MODULES = ["kprefix.flagfiles", "kprefix.logs", "kprefix.flag_help", "kprefix.pr
            "kprefix.prefix.config", "kprefix.data.nlg_common", "kprefix.sweep",
            "kprefix.data.synthetic_images", "kprefix.replicate.statistics",
            "kprefix.replicate.comparison", "kprefix.replicate.results",
-           "kprefix.replicate.byte_pair_encoding", "kprefix.replicate.text_comparison"]
+           "kprefix.replicate.byte_pair_encoding", "kprefix.replicate.text_comparison",
+           "kprefix.replicate.pretraining"]
 
 
 @pytest.mark.parametrize("name", MODULES)

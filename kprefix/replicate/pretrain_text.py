@@ -28,11 +28,13 @@ Example (needs the shared data folder):
 """
 
 import dataclasses
-import json
 import os
 import time
 
 import numpy as np
+
+from kprefix.replicate.pretraining import (finished_summary, train_with_loss_curve, warmup_cosine,
+                                           write_summary)
 
 PRETRAINED, RANDOM = "gpt2_pretrained", "gpt2_random"
 SUMMARY = "text_pretraining.json"
@@ -178,9 +180,9 @@ def pretrain_text(output_dir, config, log=print):
     from kprefix.replicate.byte_pair_encoding import gpt2_tokenizer, learn_byte_pair_encoding
 
     summary_path = os.path.join(output_dir, SUMMARY)
-    if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            return json.load(f)
+    finished = finished_summary(summary_path)
+    if finished is not None:
+        return finished
     if config.sequence_length > config.max_sequence_length:
         raise ValueError(f"sequence_length={config.sequence_length} exceeds "
                          f"max_sequence_length={config.max_sequence_length}.")
@@ -199,28 +201,21 @@ def pretrain_text(output_dir, config, log=print):
     backbone.save_to_preset(os.path.join(output_dir, RANDOM))
     tokenizer.save_to_preset(os.path.join(output_dir, RANDOM))
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, config.steps, warmup_target=config.learning_rate,
-        warmup_steps=max(1, config.steps // 20))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01),
+    model.compile(optimizer=keras.optimizers.AdamW(
+                      warmup_cosine(config.steps, config.learning_rate), weight_decay=0.01),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=config.jit_compile)
     random_held_out_loss = mean_loss(model, held_out_windows)
 
     rng = np.random.RandomState(config.seed)
-    curve, losses = [], []
-    start = time.time()
-    for step in range(1, config.steps + 1):
+
+    def next_batch():
         batch = windows[rng.randint(0, len(windows), config.batch_size)]
         x = {"token_ids": batch[:, :-1], "padding_mask": np.ones_like(batch[:, :-1], bool)}
-        losses.append(_first(model.train_on_batch(x, batch[:, 1:], return_dict=False)))
-        if step % config.log_every == 0 or step == config.steps:
-            curve.append({"step": step, "loss": float(np.mean(losses)),
-                          "seconds": round(time.time() - start, 1)})
-            losses = []
-            if log is not None:
-                log(f"[pretrain text] step {step}/{config.steps} loss {curve[-1]['loss']:.4f}")
-    train_seconds = time.time() - start
+        return x, batch[:, 1:]
+
+    curve, train_seconds = train_with_loss_curve(model, next_batch, config.steps,
+                                                 config.log_every, log, "text")
     held_out_loss = mean_loss(model, held_out_windows)
     backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
     tokenizer.save_to_preset(os.path.join(output_dir, PRETRAINED))
@@ -247,6 +242,4 @@ def pretrain_text(output_dir, config, log=print):
         "steps_per_second": round(config.steps / train_seconds, 2),
         "presets": {"pretrained": PRETRAINED, "random": RANDOM},
     }
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    return write_summary(summary_path, summary)

@@ -22,11 +22,13 @@ Example:
 """
 
 import dataclasses
-import json
 import os
 import time
 
 import numpy as np
+
+from kprefix.replicate.pretraining import (finished_summary, train_with_loss_curve, warmup_cosine,
+                                           write_summary)
 
 PRETRAINED, RANDOM = "vit_pretrained", "vit_random"
 
@@ -70,19 +72,17 @@ def pretrain_vision(output_dir, config, log=print):
     from kprefix.data.synthetic_images import SOURCE_FACTORS, source_arrays
 
     summary_path = os.path.join(output_dir, "vision_pretraining.json")
-    if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            return json.load(f)
+    finished = finished_summary(summary_path)
+    if finished is not None:
+        return finished
     backbone = build_vit(config)
     backbone.save_to_preset(os.path.join(output_dir, RANDOM))
     tokens = backbone.output[:, 0, :]
     logits = {factor: keras.layers.Dense(classes, name=factor)(tokens)
               for factor, classes in SOURCE_FACTORS.items()}
     model = keras.Model(backbone.input, logits)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, config.steps, warmup_target=config.learning_rate,
-        warmup_steps=max(1, config.steps // 20))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05),
+    model.compile(optimizer=keras.optimizers.AdamW(
+                      warmup_cosine(config.steps, config.learning_rate), weight_decay=0.05),
                   loss={factor: keras.losses.SparseCategoricalCrossentropy(from_logits=True)
                         for factor in SOURCE_FACTORS},
                   metrics={factor: ["accuracy"] for factor in SOURCE_FACTORS}, jit_compile=True)
@@ -92,20 +92,13 @@ def pretrain_vision(output_dir, config, log=print):
     held_out = source_arrays(min(2000, config.examples), config.image_size, seed=config.seed + 1)
     generate_seconds = time.time() - start
     rng = np.random.RandomState(config.seed)
-    curve, losses = [], []
-    start = time.time()
-    for step in range(1, config.steps + 1):
+
+    def next_batch():
         batch = rng.randint(0, len(images), config.batch_size)
-        metrics = model.train_on_batch(
-            images[batch], {factor: y[batch] for factor, y in labels.items()}, return_dict=True)
-        losses.append(float(metrics["loss"]))
-        if step % config.log_every == 0 or step == config.steps:
-            curve.append({"step": step, "loss": float(np.mean(losses)),
-                          "seconds": round(time.time() - start, 1)})
-            losses = []
-            if log is not None:
-                log(f"[pretrain vision] step {step}/{config.steps} loss {curve[-1]['loss']:.4f}")
-    train_seconds = time.time() - start
+        return images[batch], {factor: y[batch] for factor, y in labels.items()}
+
+    curve, train_seconds = train_with_loss_curve(model, next_batch, config.steps,
+                                                 config.log_every, log, "vision")
     evaluation = model.evaluate(*held_out, batch_size=256, verbose=0, return_dict=True)
     accuracy = {factor: float(evaluation[f"{factor}_accuracy"]) for factor in SOURCE_FACTORS}
     backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
@@ -121,6 +114,4 @@ def pretrain_vision(output_dir, config, log=print):
         "steps_per_second": round(config.steps / train_seconds, 2),
         "presets": {"pretrained": PRETRAINED, "random": RANDOM},
     }
-    with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    return write_summary(summary_path, summary)
