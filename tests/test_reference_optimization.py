@@ -238,7 +238,7 @@ def test_text_batches_keep_the_remainder_with_zero_weight_rows():
     settings = SimpleNamespace(task="table_to_text", dataset="e2e", e2e_source_format="raw",
                                webnlg_source_format="raw",
                                batch_size=2, source_length=8, target_length=8, seed=0,
-                               drop_remainder=False)
+                               drop_remainder=False, max_steps_per_epoch=0)
     make_epoch, steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
     batches = list(make_epoch(tf.constant(0, tf.int64)))
     assert steps == len(batches) == 3
@@ -248,3 +248,8 @@ def test_text_batches_keep_the_remainder_with_zero_weight_rows():
     np.testing.assert_allclose(real_row[real_row > 0], 2.0)  # target tokens of the one real row
     assert not padded_row.any() and not x["padding_mask"].numpy()[1].any()
     assert set(np.unique(full_weights.numpy())) <= {0.0, 1.0}
+    settings.max_steps_per_epoch = 2  # an epoch cut short: the first batches of its order
+    make_epoch, capped_steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
+    capped = list(make_epoch(tf.constant(0, tf.int64)))
+    assert capped_steps == len(capped) == 2
+    np.testing.assert_array_equal(capped[1][0]["token_ids"], batches[1][0]["token_ids"])
