@@ -104,10 +104,8 @@ def pretrain_vision(output_dir, config, log=print):
     backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
     summary = {
         "config": dataclasses.asdict(config),
-        "source_classes": SOURCE_FACTORS["shape"],
         "source_factors": dict(SOURCE_FACTORS),
         "loss_curve": curve,
-        "held_out_source_accuracy": accuracy["shape"],
         "held_out_factor_accuracy": accuracy,
         "generate_seconds": round(generate_seconds, 1),
         "train_seconds": round(train_seconds, 1),

@@ -61,7 +61,7 @@ def paired_difference(first, second):
 def verdict(difference, better, worse, where):
     """One sentence: does `better` beat `worse` on `where`, with the interval."""
     low, high = difference["ci95"]
-    if difference.get("n", 2) < 2:
+    if difference["n"] < 2:
         return (f"{where}: one seed ({difference['mean'] * 100:+.2f} points) cannot say "
                 f"whether {better} beats {worse}.")
     interval = (f"{difference['mean'] * 100:+.2f} points, 95% CI [{low * 100:+.2f}, "
