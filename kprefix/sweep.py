@@ -312,15 +312,17 @@ def write_selection(exp_dir, best: GridResult, results, default_length=None) -> 
     return path
 
 
-def run_locally(run: Run, command) -> None:
-    """Runs one launch, its output in `<workdir>/launch.log`; raises on failure."""
+def run_locally(run: Run, command, env=None) -> None:
+    """Runs one launch (in `env`, default this process's environment), its output
+    in `<workdir>/launch.log`; raises on failure."""
     if command[0] == "python":
         command = [sys.executable, *command[1:]]
     os.makedirs(run.workdir, exist_ok=True)
     log_path = os.path.join(run.workdir, "launch.log")
     print(f"[sweep] {shlex.join(command)}", flush=True)
     with open(log_path, "w") as log:
-        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    check=False).returncode
     if returncode != 0 or not run.is_finished():
         with open(log_path) as log:
             tail = log.read()[-3000:]

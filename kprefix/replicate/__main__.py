@@ -21,7 +21,9 @@
    Deep-share, Simple-share and No-share with a grid selected on validation
    BLEU, then every seed on each fraction of the training set, scored on the
    test set (`kprefix.replicate.text_comparison`);
-5. writes `results.json`, `results.md`, `sample_efficiency.png` and
+5. runs up to `--parallel_runs` launches at once (default: one per CPU core,
+   each single-threaded; `kprefix.replicate.launch_pool`);
+6. writes `results.json`, `results.md`, `sample_efficiency.png` and
    `e2e_sample_efficiency.png`.
 
 Finished runs (their `results.json`) and a finished pretraining are
@@ -66,6 +68,9 @@ flags.DEFINE_multi_string("launch_flag", [],
                           "A --name=value flag every downstream launch gets (repeatable), "
                           "e.g. --launch_flag=--epochs=20.")
 flags.DEFINE_string("launcher", "python -m kprefix.launch", "Command that runs one launch.")
+flags.DEFINE_integer("parallel_runs", 0,
+                     "Launches run at once, each with CPU cores / this many TensorFlow threads "
+                     "(0: one per CPU core without an accelerator, else 1).", lower_bound=0)
 
 # The language half: GPT-2 pretrained on offline text without E2E, then E2E.
 flags.DEFINE_integer("text_pretrain_steps", 0,
@@ -178,45 +183,55 @@ def replicate():
 
     def on_run(run):
         counter["started"] += 1
-        print(f"[replicate] {time.time() - started:7.0f}s  run {run.workdir}", flush=True)
+        # One write per line: launches start from several threads.
+        sys.stdout.write(f"[replicate] {time.time() - started:7.0f}s  run {run.workdir}\n")
+        sys.stdout.flush()
 
-    tasks, selections, transfer = {}, {}, []
+    from kprefix.replicate.launch_pool import LaunchPool, default_parallel_runs
+
+    pool = LaunchPool(FLAGS.launcher, FLAGS.parallel_runs or default_parallel_runs(), on_run)
+    print(f"[replicate] up to {pool.parallel} launches at once", flush=True)
     rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
-    for task in FLAGS.tasks:
-        tasks[task], selections[task] = {}, {}
-        for variant in rows:
-            outcome = comparison.run_variant(runs_dir, task, variant, protocol, presets,
-                                             FLAGS.launcher, on_run)
-            tasks[task][variant.name] = results.finite_summary(outcome["test_accuracy"])
-            selections[task][variant.name] = outcome
-        if "linear" in names:
-            difference = paired_difference(
-                tasks[task]["linear"]["values"], tasks[task][comparison.RANDOM_LINEAR.name]["values"])
-            transfer.append({"task": task, "difference": difference, "sentence": verdict(
-                difference, "pretrained", "random weights", f"{task}, linear probe")})
+    pairs = [(task, variant) for task in FLAGS.tasks for variant in rows]
+    outcomes = pool.map(lambda pair: comparison.run_variant(runs_dir, *pair, protocol, presets,
+                                                            pool), pairs)
+    tasks = {task: {} for task in FLAGS.tasks}
+    selections = {task: {} for task in FLAGS.tasks}
+    for (task, variant), outcome in zip(pairs, outcomes):
+        tasks[task][variant.name] = results.finite_summary(outcome["test_accuracy"])
+        selections[task][variant.name] = outcome
+    transfer = []
+    for task in FLAGS.tasks if "linear" in names else []:
+        difference = paired_difference(
+            tasks[task]["linear"]["values"], tasks[task][comparison.RANDOM_LINEAR.name]["values"])
+        transfer.append({"task": task, "difference": difference, "sentence": verdict(
+            difference, "pretrained", "random weights", f"{task}, linear probe")})
 
-    sample_efficiency = {}
+    efficiency_runs = {}
     for task in [t for t in FLAGS.sample_efficiency_tasks if t in FLAGS.tasks] if sizes else []:
-        sample_efficiency[task] = {}
         for name in FLAGS.sample_efficiency_variants:
             chosen_hp = selections[task][name]
-            by_size = {"1000": tasks[task][name]}
+            best = sweep.GridResult(chosen_hp["learning_rate"], chosen_hp["weight_decay"],
+                                    chosen_hp["validation_accuracy"])
             for size in sizes:
                 plan = sweep.SplitPlan("train800", "val200", f"train{size}", "test")
-                best = sweep.GridResult(chosen_hp["learning_rate"], chosen_hp["weight_decay"],
-                                        chosen_hp["validation_accuracy"])
                 exp_dir = os.path.join(runs_dir, task, name, f"train{size}")
-                finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
-                comparison.execute_runs(finals, FLAGS.launcher, comparison.variant_launch_args(
-                    protocol, by_name[name], task, presets), on_run)
-                by_size[str(size)] = results.finite_summary(
-                    [comparison.final_accuracy(run) for run in finals])
-            sample_efficiency[task][name] = by_size
+                efficiency_runs[task, name, size] = sweep.final_runs(exp_dir, plan, best,
+                                                                     protocol.seeds)
+    pool.map(lambda key: pool.run_all(efficiency_runs[key], comparison.variant_launch_args(
+        protocol, by_name[key[1]], key[0], presets)), list(efficiency_runs))
+    sample_efficiency = {}
+    for (task, name, size), finals in efficiency_runs.items():
+        by_size = sample_efficiency.setdefault(task, {}).setdefault(
+            name, {"1000": tasks[task][name]})
+        by_size[str(size)] = results.finite_summary(
+            [comparison.final_accuracy(run) for run in finals])
 
-    text = replicate_language(runs_dir, on_run)
+    text = replicate_language(runs_dir, pool)
 
     timings["last_invocation_seconds"] = round(time.time() - started, 1)
     timings["last_invocation_runs_started"] = counter["started"]
+    timings["parallel_runs"] = pool.parallel
     with open(os.path.join(FLAGS.output_dir, "timings.json"), "w") as f:
         json.dump(timings, f, indent=2)
     payload = {
@@ -250,7 +265,7 @@ def replicate():
           f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
 
 
-def replicate_language(runs_dir, on_run):
+def replicate_language(runs_dir, pool):
     """The language half (see `kprefix.replicate.pretrain_text` and `text_comparison`):
     GPT-2 pretraining, then the E2E runs; returns the `text` part of the results
     (`{"skipped": reason}` when it is turned off or its data is missing)."""
@@ -323,9 +338,10 @@ def replicate_language(runs_dir, on_run):
         text["fractions"][text_comparison.fraction_label(fraction)] = {
             "fraction": fraction, "inputs": inputs, "pairs": pairs,
             **text_comparison.schedule(pairs, protocol.batch_size, protocol.train_steps)}
-    for name in FLAGS.text_variants:
-        outcome = text_comparison.run_text_variant(runs_dir, by_name[name], protocol, presets,
-                                                   references_per_input, FLAGS.launcher, on_run)
+    outcomes = pool.map(lambda name: text_comparison.run_text_variant(
+        runs_dir, by_name[name], protocol, presets, references_per_input, pool),
+        FLAGS.text_variants)
+    for name, outcome in zip(FLAGS.text_variants, outcomes):
         text["variants"][name] = {label: results.finite_summary(values)
                                   for label, values in outcome.pop("bleu").items()}
         text["selection"][name] = outcome

@@ -61,21 +61,20 @@ def variant_launch_args(protocol, variant, task, presets):
             f"--dataset=minivtab/{task}", *(f"--{k}={v}" for k, v in variant.launch_flags)]
 
 
-def run_variant(runs_dir, task, variant, protocol, presets, launcher="python -m kprefix.launch",
-                on_run=None):
-    """Grid, selection and seed runs of one (task, variant); returns the per-seed
-    test accuracies and the selection. `on_run(run)` is told of each run started."""
+def run_variant(runs_dir, task, variant, protocol, presets, pool):
+    """Grid, selection and seed runs of one (task, variant) through `pool` (a
+    `LaunchPool`); returns the per-seed test accuracies and the selection."""
     exp_dir = os.path.join(runs_dir, task, variant.name)
     plan = sweep.SPLIT_PLANS["minivtab"]
     args = variant_launch_args(protocol, variant, task, presets)
     grid = sweep.grid_runs(exp_dir, plan, protocol.learning_rates, protocol.weight_decays,
                            protocol.grid_seed)
-    execute_runs(grid, launcher, args, on_run)
+    pool.run_all(grid, args)
     results = sweep.read_grid_results(grid)
     best = sweep.select_best(results)
     sweep.write_selection(exp_dir, best, results)
     finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
-    execute_runs(finals, launcher, args, on_run)
+    pool.run_all(finals, args)
     accuracies = [final_accuracy(run) for run in finals]
     return {"test_accuracy": accuracies, "seeds": list(protocol.seeds),
             "learning_rate": best.learning_rate, "weight_decay": best.weight_decay,
@@ -92,19 +91,3 @@ def final_accuracy(run):
     """The run's `eval_accuracy`; NaN for a diverged run."""
     accuracy = _read(run).get("eval_accuracy")
     return float("nan") if accuracy is None else float(accuracy)
-
-
-def execute_runs(runs, launcher, launch_args, on_run=None):
-    """Runs every unfinished run in turn; a diverged run counts as finished."""
-    for run in runs:
-        if run.is_finished():
-            continue
-        if on_run is not None:
-            on_run(run)
-        try:
-            sweep.run_locally(run, run.command(launcher, launch_args))
-        except sweep.SweepError:
-            # A diverged run writes results.json ("status": "diverged") and
-            # ranks last in the selection; anything else is a real failure.
-            if not run.is_finished():
-                raise

@@ -36,7 +36,7 @@ import math
 import os
 
 from kprefix import sweep
-from kprefix.replicate.comparison import Variant, execute_runs
+from kprefix.replicate.comparison import Variant
 
 TEXT_VARIANTS = tuple(
     Variant(f"{variant}-{placement}", (("method", "prefix"), ("prefix_variant", variant),
@@ -117,11 +117,10 @@ def read_score(run):
     return math.nan if value is None else float(value)
 
 
-def run_text_variant(runs_dir, variant, protocol, presets, references_per_input,
-                     launcher="python -m kprefix.launch", on_run=None):
-    """Grid, selection and the seed runs on every fraction of one variant; returns
-    `{"bleu": {fraction label: [per-seed BLEU]}, "learning_rate", "weight_decay",
-    "validation_bleu", "train_seconds"}`. `on_run(run)` is told of each run started."""
+def run_text_variant(runs_dir, variant, protocol, presets, references_per_input, pool):
+    """Grid, selection and the seed runs on every fraction of one variant, through
+    `pool` (a `LaunchPool`); returns `{"bleu": {fraction label: [per-seed BLEU]},
+    "learning_rate", "weight_decay", "validation_bleu", "train_seconds"}`."""
     exp_dir = os.path.join(runs_dir, "e2e", variant.name)
     args = variant_launch_args(protocol, variant, presets)
     grid = [_sized(run, protocol.grid_fraction, references_per_input, protocol,
@@ -134,7 +133,7 @@ def run_text_variant(runs_dir, variant, protocol, presets, references_per_input,
         results = [sweep.GridResult(protocol.learning_rates[0], protocol.weight_decays[0],
                                     math.nan)]
     else:
-        execute_runs(grid, launcher, args, on_run)
+        pool.run_all(grid, args)
         results = [sweep.GridResult(float(dict(run.flags)["learning_rate"]),
                                     float(dict(run.flags)["weight_decay"]), read_score(run))
                    for run in grid]
@@ -144,14 +143,15 @@ def run_text_variant(runs_dir, variant, protocol, presets, references_per_input,
                "weight_decay": best.weight_decay,
                "validation_bleu": None if math.isnan(best.accuracy) else best.accuracy,
                "train_seconds": {}}
-    for fraction in protocol.fractions:
-        label = fraction_label(fraction)
-        finals = [_sized(run, fraction, references_per_input, protocol, protocol.test_examples)
-                  for run in sweep.final_runs(os.path.join(exp_dir, label), SPLITS, best,
-                                              protocol.seeds, weight_decay_mode="decoupled")]
-        execute_runs(finals, launcher, args, on_run)
-        outcome["bleu"][label] = [read_score(run) for run in finals]
-        outcome["train_seconds"][label] = [_train_seconds(run) for run in finals]
+    finals = {fraction_label(fraction): [
+        _sized(run, fraction, references_per_input, protocol, protocol.test_examples)
+        for run in sweep.final_runs(os.path.join(exp_dir, fraction_label(fraction)), SPLITS,
+                                    best, protocol.seeds, weight_decay_mode="decoupled")]
+        for fraction in protocol.fractions}
+    pool.run_all([run for runs in finals.values() for run in runs], args)
+    for label, runs in finals.items():
+        outcome["bleu"][label] = [read_score(run) for run in runs]
+        outcome["train_seconds"][label] = [_train_seconds(run) for run in runs]
     return outcome
 
 
