@@ -128,3 +128,11 @@ def test_last_block_mlp_runs_on_the_class_token_only():
     assert last_mlp
     # One row per image (4), not one per token (4 x 17).
     assert all(int(np.prod(op.outputs[0].shape[:-1])) == 4 for op in last_mlp)
+
+
+def test_attention_projections_are_plain_matrix_products():
+    running = ops_that_run(traced_train_step(image_classifier("deep_share")))
+    projections = [op for op in running if op.type in MATRIX_PRODUCTS
+                   and re.search(r"/(query|key|value|attention_output)_\d+/", op.name)]
+    assert len(projections) >= 4 * 4  # four projections forward in each of the 4 blocks
+    assert {op.type for op in projections} == {"MatMul"}

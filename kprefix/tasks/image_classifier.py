@@ -22,6 +22,8 @@ import math
 import keras
 import keras_hub
 
+from kprefix.backbones import attention_sites
+from kprefix.backbones.matmul_projections import use_matmul_projections
 from kprefix.backbones.vit_class_token import keep_class_token_only
 from kprefix.tasks.image_preprocessors import image_preprocessor
 from kprefix.tasks.prefixed import PrefixedKerasHubTask
@@ -67,6 +69,9 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
             (`kprefix.backbones.vit_class_token`); the logits are the same,
             and `model.backbone` then returns `(B, 1, hidden)`. `False`
             keeps keras-hub's full last block.
+
+    The attention projections compute as one 2-D product each
+    (`kprefix.backbones.matmul_projections`), the same function.
         preprocessor: `None` (inputs are images already normalized, as the
             training pipelines make them) or a keras-hub
             `ViTImageClassifierPreprocessor` (see
@@ -82,6 +87,8 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
         self.class_token_only = bool(class_token_only and kwargs.get("pooling", "token") == "token")
         if self.class_token_only:
             keep_class_token_only(backbone)
+        for site in attention_sites(backbone):
+            use_matmul_projections(site.attention)
         kwargs.setdefault("head_dtype", "float32")
         super().__init__(backbone=backbone, num_classes=int(num_classes),
                          preprocessor=preprocessor, prefix_config=prefix_config, folded=folded,
