@@ -31,7 +31,7 @@ steps. Two measures:
 
 The table shows medians over rounds with min-max and the ratio of every
 round, the CPU seconds per step, each process's time from its start to the
-end of its first training step and its peak resident memory (ru_maxrss).
+end of its first training step and its peak resident memory (VmHWM: see `peer_workers.peak_mb`).
 `--json_output` writes the ratios, each defined so that higher is better
 for kprefix: `train_ratio` and `train_ratio_bf16` (examples/s, kprefix /
 PyTorch, inside one fit), `train_ratio_per_call[_bf16]`,
@@ -170,7 +170,7 @@ class KprefixSide:
     def serve(self, commands):
         """Answers `commands` (an iterator of lines); `train` units run inside one fit."""
         for command in commands:
-            while command.endswith("train"):  # `train` or `profile train`: enter a fit call
+            while command and command.endswith("train"):  # `train`, `profile train`: in a fit
                 loop = in_fit_units_class()(command, commands)
                 self.fit(10**9, callbacks=[loop])
                 command = loop.leftover
@@ -185,12 +185,16 @@ class KprefixSide:
                 print(time_unit(lambda: self.fit(FLAGS.train_steps)), flush=True)
 
 
+def rate_answer(wall, cpu):
+    """`RATE examples/s cpu_s_per_step` of a unit that took `wall` and `cpu` seconds."""
+    return f"RATE {FLAGS.batch * FLAGS.train_steps / wall} {cpu / FLAGS.train_steps}"
+
+
 def time_unit(run):
-    """`RATE examples/s cpu_s_per_step` of one `run()` of a unit."""
+    """The `rate_answer` of one `run()` of a unit."""
     start, cpu = time.perf_counter(), cpu_seconds()
     run()
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return f"RATE {FLAGS.batch * FLAGS.train_steps / wall} {cpu / FLAGS.train_steps}"
+    return rate_answer(time.perf_counter() - start, cpu_seconds() - cpu)
 
 
 @functools.lru_cache(maxsize=None)
@@ -216,13 +220,11 @@ def in_fit_units_class():
                 self.unit["steps"] += 1
                 if self.unit["steps"] < FLAGS.train_steps:
                     return
-                wall = time.perf_counter() - self.unit["start"]
-                cpu = cpu_seconds() - self.unit["cpu"]
                 if self.unit["tracer"] is not None:
                     print("PROFILE " + json.dumps(self.unit["tracer"].stop()), flush=True)
                 else:
-                    print(f"RATE {FLAGS.batch * FLAGS.train_steps / wall} "
-                          f"{cpu / FLAGS.train_steps}", flush=True)
+                    print(rate_answer(time.perf_counter() - self.unit["start"],
+                                      cpu_seconds() - self.unit["cpu"]), flush=True)
                 self.unit = None
             command = self.pending or next(self.commands, None)
             self.pending = None
@@ -373,7 +375,7 @@ def report(precision, result):
         print(f"{'  process CPU seconds per step':48} {spread(cpu['kprefix']):>22} "
               f"{spread(cpu['torch']):>22}")
     for title, values in (("time to first training step, s", result["first_step_s"]),
-                          ("peak memory (ru_maxrss), MB", result["peak_mb"])):
+                          ("peak resident memory (VmHWM), MB", result["peak_mb"])):
         print(f"{title:48} {values['kprefix']:>22.1f} {values['torch']:>22.1f}  "
               f"{values['kprefix'] / values['torch']:.2f} (one per process)")
     if result["profiles"]:

@@ -38,7 +38,20 @@ TF_OP_EVENT = re.compile(r"^(.*[^:]):([A-Za-z_][A-Za-z0-9_]*)$")
 
 
 def peak_mb():
-    """This process's peak resident memory (ru_maxrss), in MB."""
+    """This process's peak resident memory, in MB.
+
+    Linux's `VmHWM`, the high-water mark of this program's own address space.
+    Not `ru_maxrss`: a child started by a large process inherits that
+    process's resident size at the fork in its `ru_maxrss`, so a worker
+    started after the parity check would report the coordinator's size.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

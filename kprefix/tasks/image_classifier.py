@@ -69,9 +69,6 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
             (`kprefix.backbones.vit_class_token`); the logits are the same,
             and `model.backbone` then returns `(B, 1, hidden)`. `False`
             keeps keras-hub's full last block.
-
-    The attention projections compute as one 2-D product each
-    (`kprefix.backbones.matmul_projections`), the same function.
         preprocessor: `None` (inputs are images already normalized, as the
             training pipelines make them) or a keras-hub
             `ViTImageClassifierPreprocessor` (see
@@ -79,12 +76,16 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
             `predict` and `evaluate` to raw images.
         **kwargs: further `ViTImageClassifier` arguments (`pooling`,
             `dropout`, `name`, ...).
+
+    The attention projections compute as one 2-D product each
+    (`kprefix.backbones.matmul_projections`): the same function, faster.
     """
 
     def __init__(self, backbone, num_classes, prefix_config=None, folded=False, seed=None,
                  preprocessor=None, head_init="glorot", class_token_only=True, **kwargs):
         kwargs.setdefault("activation", None)
-        self.class_token_only = bool(class_token_only and kwargs.get("pooling", "token") == "token")
+        self.class_token_only = bool(class_token_only
+                                     and kwargs.get("pooling", "token") == "token")
         if self.class_token_only:
             keep_class_token_only(backbone)
         for site in attention_sites(backbone):
