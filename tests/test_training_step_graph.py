@@ -23,17 +23,16 @@ def _specs(model, batch):
     return (tf.TensorSpec((batch, size, size, 3), tf.float32), tf.TensorSpec((batch,), tf.int32))
 
 
-def traced_train_step(model, batch=4, step=None):
-    """The graph of `model.train_step` for batches of `batch`.
+def compiled_step(model):
+    """`model.train_step` as a `tf.function`, after compiling `model` for SGD."""
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return tf.function(model.train_step)
 
-    Pass `step` (a `tf.function` of it already traced once) for a single
-    trace: a first trace runs the Python code twice (TensorFlow traces once
-    more to see whether the function creates variables).
-    """
-    if step is None:
-        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        step = tf.function(model.train_step)
+
+def traced_train_step(model, batch=4, step=None):
+    """The graph of `model.train_step` (or of `step`) for batches of `batch`."""
+    step = step or compiled_step(model)
     return step.get_concrete_function(_specs(model, batch)).graph
 
 
@@ -111,12 +110,12 @@ def test_each_prefix_generator_runs_once_per_step(variant):
             return generate(*args, **kwargs)
 
         object.__setattr__(generator, "generate", counted)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    step = tf.function(model.train_step)
+    step = compiled_step(model)
+    # A first trace runs the Python code twice (TensorFlow traces once more to
+    # see whether the function creates variables); a second shape traces once.
     traced_train_step(model, batch=4, step=step)
     calls.clear()
-    traced_train_step(model, batch=2, step=step)  # one more trace, of the Python code once
+    traced_train_step(model, batch=2, step=step)
     assert calls == {n: 1 for n in range(len(model.prefix.generators))}
 
 

@@ -78,3 +78,11 @@ def test_setting_survives_config_round_trip_and_folding():
     assert PrefixImageClassifier.from_config(model.get_config()).class_token_only is False
     folded = image_classifier("deep_share").fold()
     assert folded.class_token_only and keeps_class_token_only(folded.backbone)
+
+
+def test_weights_saved_with_class_token_only_load_into_keras_hubs_backbone(tmp_path):
+    model = image_classifier("deep_share")
+    model.backbone.save_to_preset(str(tmp_path / "backbone"))
+    loaded = keras_hub.models.ViTBackbone.from_preset(str(tmp_path / "backbone"))
+    for ours, theirs in zip(model.backbone.weights, loaded.weights):
+        np.testing.assert_array_equal(ours, theirs)
