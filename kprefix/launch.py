@@ -87,9 +87,11 @@ flags.DEFINE_bool("drop_remainder", True,
                   "Drop the last partial training batch; false keeps it (PyTorch drop_last=False), "
                   "padded to the batch size with zero-weight rows so shapes stay static.")
 flags.DEFINE_string("split_file", None,
-                    "FGVC: VPT's released split (a folder with train.json and val.json, each "
-                    "mapping image path to class) or one JSON file with 'train' and 'val' lists. "
-                    "Default: a fixed-seed 10% hold-out of the official train split.")
+                    "FGVC: 'vpt' (VPT's splits, shipped with kprefix; the FGVC flagfiles' "
+                    "value), 'holdout' (a fixed-seed 10% hold-out of the official train split, "
+                    "also the default), VPT's released split folder (train.json and val.json, "
+                    "each mapping image path to class) or one JSON file with 'train' and 'val' "
+                    "lists.")
 flags.DEFINE_enum("image_normalization", "imagenet", ["imagenet", "preset"],
                   "Images (vtab/, fgvc/): normalize with the ImageNet mean and std, as the "
                   "VPT protocol does, or with the --backbone preset's own image converter.")
