@@ -199,23 +199,24 @@ RESTART_MAY_CHANGE = {
 }
 
 
-def prefix_config_from_flags():
+def prefix_config_from_flags(flag_values=FLAGS):
     """The `PrefixConfig` the `--prefix_*` flags describe; errors name the flag.
 
     `--prefix_init=word` takes its tokens (and so the prefix length) from
     `--prefix_init_text` and the backbone's tokenizer.
     """
     derived = {}
-    if FLAGS.prefix_init == "word":
+    if flag_values.prefix_init == "word":
         from kprefix.tasks.tokenizers import load_tokenizer, prefix_init_token_ids
 
         try:
-            tokens = prefix_init_token_ids(load_tokenizer(FLAGS.backbone), FLAGS.prefix_init_text)
+            tokens = prefix_init_token_ids(load_tokenizer(flag_values.backbone),
+                                           flag_values.prefix_init_text)
         except ValueError as error:
             raise app.UsageError(f"--prefix_init=word: {error}") from None
         derived = {"init_token_ids": tokens, "length": len(tokens)}
     try:
-        return prefix_flags.prefix_config_from_flags(FLAGS, **derived)
+        return prefix_flags.prefix_config_from_flags(flag_values, **derived)
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 
