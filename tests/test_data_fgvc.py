@@ -293,7 +293,7 @@ def test_vpt_splits_shipped_with_the_package_have_vpts_sizes():
         if fgvc.get_dataset(name).vpt_split_matches_tfds:
             for split, size in (("train", train), ("val", val), ("trainval", train + val)):
                 assert fgvc.num_examples(name, split, fgvc.VPT_SPLIT) == size
-    assert fgvc.vpt_split("fgvc/cub")["val"][:1] == ["Acadian_Flycatcher_0017_795598"]
+    assert fgvc.vpt_split("fgvc/cub")["val"][:1] == ("Acadian_Flycatcher_0017_795598",)
 
 
 def test_vpt_split_selects_tfds_examples_by_file_name():

@@ -1,6 +1,6 @@
-"""Whole training steps of kprefix equal a PyTorch transcription of the authors' steps.
+"""kprefix's GPT-2 training steps equal a PyTorch transcription of the authors' steps.
 
-The logit parity tests stop at the forward pass; these compare what a step
+The logit parity tests stop at the forward pass; this compares what a step
 does with the gradient: the loss, the global gradient norm before clipping,
 and the trainable parameters after one and after three steps, each within
 1e-5 relative. kprefix runs as `kprefix.launch` would with the paper's
@@ -8,32 +8,27 @@ flagfile (the loss, optimizer, schedule and clipping its flags choose); the
 transcription follows the authors' code (Minhchuyentoancbn/ReparamPrefix,
 commit 86c3ed6; `docs/reference.md` gives files and lines).
 
-* GPT-2, `--config=nlg/e2e_no_share`: No-share prefixes initialised from the
-  model's own keys and values of " summarize", one batch of two real E2E
-  training pairs. The transcription: the prefix as one `(P, layers * 2 *
-  hidden)` table handed to GPT-2 as past keys/values (`train_control.py`),
-  the `objective_mode=1` loss (each sequence's summed target-token losses,
-  `modeling_gpt2.py` 1006-1011) averaged over the batch (the trainer's
-  `.mean()`), `clip_grad_norm_(1.0)` after the backward pass
-  (`trainer_prefix.py` 820-826), then the update of transformers 3.2's
-  `AdamW` (`optimization.py` 259-305, eps 1e-8, no weight decay) under a
-  linear schedule without warm-up. Its epsilon sits outside the
-  bias-corrected square root, as in Keras's Adam (`torch.optim.AdamW`
-  puts it inside, a different update for small gradients).
-  `[PAD]`: the reference adds a `[PAD]` token, so its softmax has one extra,
-  randomly initialised class (`run_language_modeling.py` 655-657); the
-  transcription leaves it out, as kprefix does (a deviation stated in
-  `docs/reference.md`). Batches are right-padded and carry no attention
-  mask, as the reference's collator builds them: no real token attends to
-  a padding token, whatever its id, and padded labels are ignored (-100).
-* ViT, `--config=fgvc/deep_cub`: one Deep-share step of coupled SGD (weight
-  decay added to the gradient before momentum 0.9, `CV/src/solver/optimizer.py`)
-  at the reference's rate `lr * batch / 256` (`CV/train.py` 42), prefix dropout
-  off for the comparison.
+The run is `--config=nlg/e2e_no_share` on a tiny random GPT-2: No-share
+prefixes initialised from the model's own keys and values of " summarize",
+one batch of two real E2E training pairs. The transcription: the prefix as
+one `(P, layers * 2 * hidden)` table handed to GPT-2 as past keys/values (`train_control.py`),
+the `objective_mode=1` loss (each sequence's summed target-token losses,
+`modeling_gpt2.py` 1006-1011) averaged over the batch (the trainer's
+`.mean()`), `clip_grad_norm_(1.0)` after the backward pass
+(`trainer_prefix.py` 820-826), then the update of transformers 3.2's
+`AdamW` (`optimization.py` 259-305, eps 1e-8, no weight decay) under a
+linear schedule without warm-up. Its epsilon sits outside the
+bias-corrected square root, as in Keras's Adam (`torch.optim.AdamW`
+puts it inside, a different update for small gradients).
+`[PAD]`: the reference adds a `[PAD]` token, so its softmax has one extra,
+randomly initialised class (`run_language_modeling.py` 655-657); the
+transcription leaves it out, as kprefix does (a deviation stated in
+`docs/reference.md`). Batches are right-padded and carry no attention
+mask, as the reference's collator builds them: no real token attends to
+a padding token, whatever its id, and padded labels are ignored (-100).
 
 Needs torch and transformers (`pip install -e ".[peer]"`); skipped without them.
-The GPT-2 test also needs the E2E data (`../shared/data/e2e` or
-`$KPREFIX_SHARED_DATA`).
+It also needs the E2E data (`../shared/data/e2e` or `$KPREFIX_SHARED_DATA`).
 """
 
 import math
@@ -109,11 +104,6 @@ def compare(kprefix_result, reference_result):
         print(f"{what}: relative difference {difference:.2e}")
     too_far = {what: d for what, d in differences.items() if not d <= RELATIVE_TOLERANCE}
     assert not too_far, f"beyond {RELATIVE_TOLERANCE:.0e} relative: {too_far}"
-
-
-# ---------------------------------------------------------------------------
-# GPT-2, E2E, No-share with word initialisation.
-# ---------------------------------------------------------------------------
 
 
 def e2e_pairs(count=2):

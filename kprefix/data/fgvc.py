@@ -28,8 +28,9 @@ and, with the dataset prepared in ``data_dir``::
     images, labels = next(iter(ds))  # float32 [64, 224, 224, 3], int32 [64]
 
 By default the flagfiles use VPT's own splits, shipped with kprefix
-(``split_file="vpt"``; see `vpt_split`). A split file is VPT's released split folder (`train.json`, `val.json`,
-`test.json`, each mapping an image path to its class), or one JSON file with
+(``split_file="vpt"``; see `vpt_split`). A split file is VPT's released
+split folder (`train.json`, `val.json`, `test.json`, each mapping an image
+path to its class), or one JSON file with
 "train" and "val" entries, each a list of example file names or of indices
 into the official train split, or a mapping like VPT's. File names are
 matched on the name without folder and extension::
@@ -44,6 +45,7 @@ fixed-seed 10% hold-out: its size equals VPT's, its members do not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import importlib.resources
 import json
@@ -59,9 +61,6 @@ HOLDOUT_SEED = 0
 # `split_file` values that name a built-in split instead of a path.
 VPT_SPLIT = "vpt"
 HOLDOUT_SPLIT = "holdout"
-# Where VPT's split lists come from (converted to image-file stems, see `vpt_split`).
-VPT_SPLIT_SOURCE = ("GitHub Minhchuyentoancbn/ReparamPrefix, commit 86c3ed6, "
-                    "CV/local_datasets/json/<dataset>/{train,val,test}.json (VPT's release)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +127,7 @@ class FgvcDataset:
                 f"--split_file={HOLDOUT_SPLIT} or a split file naming cars_train images.")
         return split_file
 
-    def split_lists(self, split_file: str) -> dict[str, list[Identifier]]:
+    def split_lists(self, split_file: str) -> dict[str, Sequence[Identifier]]:
         """{"train": [...], "val": [...]} of `VPT_SPLIT` or a split file's path."""
         if split_file == VPT_SPLIT:
             lists = vpt_split(self.name)
@@ -141,13 +140,16 @@ class FgvcDataset:
         return self.name != "fgvc/cars"
 
 
-def vpt_split(name: str) -> dict[str, list[str]]:
+@functools.lru_cache(maxsize=None)
+def vpt_split(name: str) -> dict[str, tuple[str, ...]]:
     """VPT's train/val/test split of an FGVC dataset, as image-file stems.
 
-    Converted from VPT's `{train,val,test}.json` (image path -> class) as
-    `VPT_SPLIT_SOURCE` names them: each path without folder and extension,
-    sorted; classes are left to the dataset. Stanford Cars' stems are
-    numbers in the combined `car_ims` archive.
+    Converted from VPT's release as the authors' repository carries it
+    (GitHub Minhchuyentoancbn/ReparamPrefix, commit 86c3ed6,
+    `CV/local_datasets/json/<dataset>/{train,val,test}.json`, image path ->
+    class): each path without folder and extension, sorted; the classes are
+    the dataset's own. Stanford Cars' stems are numbers in the combined
+    `car_ims` archive.
 
     >>> sizes = {s: len(ids) for s, ids in vpt_split("fgvc/cub").items()}
     >>> sizes
@@ -159,7 +161,7 @@ def vpt_split(name: str) -> dict[str, list[str]]:
     for line in gzip.decompress(data.read_bytes()).decode().splitlines():
         split, stem = line.split("\t")
         lists[split].append(stem)
-    return lists
+    return {split: tuple(stems) for split, stems in lists.items()}
 
 
 def _dataset(
