@@ -334,11 +334,9 @@ def with_paper_values(table: Table, name: str) -> Table:
     | Deep-share DEEP | 88.80 | 87.80 | 1.00 |
     """
     published = paper_results()
-    columns, values = [], {}
+    columns, values = [], dict(table.values)
     for column in table.columns:
         columns.append(column)
-        for row in table.rows:
-            values[(row, column)] = table.values.get((row, column))
         if column == PARAMS_COLUMN:
             continue
         columns += [f"{column} paper", f"{column} diff"]
