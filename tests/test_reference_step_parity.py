@@ -1,4 +1,4 @@
-"""kprefix's GPT-2 training steps equal a PyTorch transcription of the authors' steps.
+"""kprefix's training steps equal a PyTorch transcription of the authors' steps.
 
 The logit parity tests stop at the forward pass; this compares what a step
 does with the gradient: the loss, the global gradient norm before clipping,
@@ -8,7 +8,7 @@ flagfile (the loss, optimizer, schedule and clipping its flags choose); the
 transcription follows the authors' code (Minhchuyentoancbn/ReparamPrefix,
 commit 86c3ed6; `docs/reference.md` gives files and lines).
 
-The run is `--config=nlg/e2e_no_share` on a tiny random GPT-2: No-share
+GPT-2: `--config=nlg/e2e_no_share` on a tiny random GPT-2: No-share
 prefixes initialised from the model's own keys and values of " summarize",
 one batch of two real E2E training pairs. The transcription: the prefix as
 one `(P, layers * 2 * hidden)` table handed to GPT-2 as past keys/values (`train_control.py`),
@@ -26,6 +26,12 @@ transcription leaves it out, as kprefix does (a deviation stated in
 `docs/reference.md`). Batches are right-padded and carry no attention
 mask, as the reference's collator builds them: no real token attends to
 a padding token, whatever its id, and padded labels are ignored (-100).
+
+ViT: `--config=fgvc/deep_cub` on a tiny random ViT, Deep-share, one batch
+of four random images: the transcription's forward is written out in torch
+from the same weights, its optimizer is `torch.optim.SGD` (momentum 0.9,
+coupled weight decay, none on the head bias) at the reference's
+`lr * batch / 256` under its epoch scheduler.
 
 Needs torch and transformers (`pip install -e ".[peer]"`); skipped without them.
 It also needs the E2E data (`../shared/data/e2e` or `$KPREFIX_SHARED_DATA`).
@@ -226,4 +232,123 @@ def test_e2e_no_share_steps_equal_the_authors_steps():
 
     reference = authors_gpt2_steps(backbone, table, batch, flags)
     ours = kprefix_steps(model, batch, lambda m: [prefix_table(m)])
+    compare(ours, reference)
+
+
+def authors_vit_steps(model, images, labels, flags, steps_per_epoch):
+    """The reference's Deep-share ViT steps (`CV/src/models/vit_prompt/vit.py`):
+    per layer `Linear(tanh(Linear(P')))` split into key and value prefixes
+    (the reference interleaves the two, a fixed column permutation of the
+    same parameters) appended to the projected keys and values; the class
+    token through the head; the mean cross-entropy; `torch.optim.SGD` with
+    momentum 0.9 and coupled weight decay, none on the head bias
+    (`CV/src/solver/optimizer.py` 59-62, 93-98), at `lr * batch / 256`
+    under the epoch scheduler (`CV/src/solver/lr_scheduler.py` 41-66)."""
+    import torch
+
+    frozen = {w.path: torch.from_numpy(np.asarray(w.numpy())) for w in model.backbone.weights}
+    params = {v.path: torch.nn.Parameter(torch.from_numpy(np.array(v.numpy())))
+              for v in model.trainable_variables}
+    backbone = model.backbone
+    heads, patch = backbone.num_heads, backbone.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+
+    def layer_norm(x, prefix):
+        return torch.nn.functional.layer_norm(x, x.shape[-1:], frozen[prefix + "/gamma"],
+                                              frozen[prefix + "/beta"], eps=1e-6)
+
+    def forward(x):
+        batch, height, width, channels = x.shape
+        tiles = x.reshape(batch, height // patch, patch, width // patch, patch, channels)
+        tiles = tiles.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, patch * patch * channels)
+        e = "vit_patching_and_embedding/"
+        h = tiles @ frozen[e + "patch_embedding/kernel"].reshape(-1, backbone.hidden_dim)
+        h = h + frozen[e + "patch_embedding/bias"]
+        h = torch.cat([frozen[e + "class_token"].expand(batch, -1, -1), h], dim=1)
+        h = h + frozen[e + "position_embedding/embeddings"]
+        for i in range(backbone.num_layers):
+            b = f"vit_encoder/transformer_block_{i + 1}/"
+            g = f"prefix/encoder_{i}/"
+            hidden = torch.tanh(params[g + "trunk/embedding"] @ params[g + "trunk/hidden/kernel"]
+                                + params[g + "trunk/hidden/bias"])
+            kv = (hidden @ params[g + "output_projection/kernel"]
+                  + params[g + "output_projection/bias"])
+            prefix_key, prefix_value = kv.reshape(kv.shape[0], 2, heads, -1).unbind(1)
+            y = layer_norm(h, b + "ln_1")
+            q, k, v = (torch.einsum("btd,dhk->bthk", y, frozen[b + f"mha/{n}/kernel"])
+                       + frozen[b + f"mha/{n}/bias"] for n in ("query", "key", "value"))
+            k = torch.cat([prefix_key.expand(batch, -1, -1, -1), k], dim=1)
+            v = torch.cat([prefix_value.expand(batch, -1, -1, -1), v], dim=1)
+            scores = torch.einsum("bthk,bshk->bhts", q, k) / math.sqrt(q.shape[-1])
+            attended = torch.einsum("bhts,bshk->bthk", scores.softmax(-1), v)
+            h = h + torch.einsum("bthk,hkd->btd", attended,
+                                 frozen[b + "mha/attention_output/kernel"]) \
+                + frozen[b + "mha/attention_output/bias"]
+            y = layer_norm(h, b + "ln_2")
+            y = torch.nn.functional.gelu(y @ frozen[b + "mlp/dense_1/kernel"]
+                                         + frozen[b + "mlp/dense_1/bias"])
+            h = h + y @ frozen[b + "mlp/dense_2/kernel"] + frozen[b + "mlp/dense_2/bias"]
+        cls = layer_norm(h, "vit_encoder/ln")[:, 0]
+        return cls @ params["predictions/kernel"] + params["predictions/bias"]
+
+    decayed = [p for path, p in params.items() if path != "predictions/bias"]
+    optimizer = torch.optim.SGD(
+        [{"params": decayed, "weight_decay": flags.weight_decay},
+         {"params": [params["predictions/bias"]], "weight_decay": 0.0}],
+        lr=flags.learning_rate * flags.batch_size / 256, momentum=0.9)
+    total, warmup = flags.epochs, flags.warmup_epochs
+
+    def lr_lambda(epoch):  # WarmupCosineSchedule, stepped once per epoch
+        if epoch < warmup:
+            return epoch / max(1, warmup)
+        progress = (epoch - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
+    losses, norms, after = [], [], []
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        norms.append(float(torch.sqrt(sum((p.grad ** 2).sum() for p in params.values()))))
+        losses.append(float(loss.detach()))
+        optimizer.step()
+        if (step + 1) % steps_per_epoch == 0:
+            scheduler.step()
+        after.append([p.detach().numpy().copy() for p in params.values()])
+    return losses, norms, after
+
+
+def test_vit_deep_share_steps_equal_the_authors_steps():
+    import keras
+
+    from kprefix import launch
+    from kprefix.backbones import build_backbone
+    from kprefix.experiments.common import apply_method, compile_for_training
+    from kprefix.sweep import launch_flag_values
+    from kprefix.tasks import PrefixImageClassifier
+
+    # deep_cub's optimizer and schedule on a tiny ViT; no warm-up (epoch 0 would train
+    # at lr 0), prefix dropout off (random masks), a larger rate so that steps move.
+    flags = launch_flag_values(["--config=fgvc/deep_cub", "--backbone=vit_tiny",
+                                "--batch_size=4", "--warmup_epochs=0", "--epochs=5",
+                                "--prefix_dropout=0", "--prefix_length=2",
+                                "--learning_rate=50", "--weight_decay=0.01"])
+    backbone = build_backbone(flags.backbone, seed=0, dropout=flags.backbone_dropout)
+    model = PrefixImageClassifier(backbone, 5, launch.prefix_config_from_flags(flags), seed=0,
+                                  head_init=flags.head_init)
+    apply_method(model, flags)
+    steps_per_epoch = 1
+    compile_for_training(model, flags, steps_per_epoch, flags.warmup_epochs,
+                         no_weight_decay=[model.head.bias],
+                         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(4, 16, 16, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 4], "int32")
+    weights = np.ones(4, "float32")
+
+    reference = authors_vit_steps(model, images, labels, flags, steps_per_epoch)
+    ours = kprefix_steps(model, (images, labels, weights),
+                         lambda m: [v.numpy() for v in m.trainable_variables])
     compare(ours, reference)
