@@ -186,10 +186,3 @@ def test_mirrored_over_two_devices_trains_with_jit_compile_requested():
     history = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
-
-def test_docstring_examples():
-    import doctest
-
-    for module in (multi_worker, train):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

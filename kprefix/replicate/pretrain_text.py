@@ -20,10 +20,11 @@ Example (needs the shared data folder):
 
 >>> from kprefix.replicate.pretrain_text import TextPretraining, pretrain_text
 >>> import tempfile
->>> summary = pretrain_text(tempfile.mkdtemp(), TextPretraining(  # doctest: +SKIP
+>>> summary = pretrain_text(tempfile.mkdtemp(), TextPretraining(  # doctest: +REQUIRES_BENCHMARK_DATA
 ...     steps=2, batch_size=4, sequence_length=32, vocabulary_size=300, num_layers=1,
-...     hidden_dim=16, intermediate_dim=32, num_heads=2, log_every=1), log=None)
->>> len(summary["loss_curve"])  # doctest: +SKIP
+...     hidden_dim=16, intermediate_dim=32, num_heads=2, log_every=1, max_texts=200,
+...     jit_compile=False), log=None)
+>>> len(summary["loss_curve"])  # doctest: +REQUIRES_BENCHMARK_DATA
 2
 """
 
