@@ -31,7 +31,6 @@ import dataclasses
 METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
 TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
 PLACEMENTS = ("shallow", "deep")
-ADAPTER_STYLES = ("pfeiffer", "houlsby")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +66,8 @@ class MethodConfig:
         if self.name == "vpt" and self.vpt_placement not in PLACEMENTS:
             raise ValueError(f"--prefix_placement={self.vpt_placement!r}: VPT puts its prompts "
                              "into the first block (shallow) or every block (deep).")
+        from kprefix.methods.adapters import ADAPTER_STYLES
+
         if self.adapter_style not in ADAPTER_STYLES:
             raise ValueError(f"--adapter_style={self.adapter_style!r}: choose one of "
                              f"{', '.join(ADAPTER_STYLES)}.")
