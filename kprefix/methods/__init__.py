@@ -28,6 +28,8 @@ Example:
 
 import dataclasses
 
+from kprefix.methods.adapter_styles import ADAPTER_STYLES
+
 METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
 TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
 PLACEMENTS = ("shallow", "deep")
@@ -66,8 +68,6 @@ class MethodConfig:
         if self.name == "vpt" and self.vpt_placement not in PLACEMENTS:
             raise ValueError(f"--prefix_placement={self.vpt_placement!r}: VPT puts its prompts "
                              "into the first block (shallow) or every block (deep).")
-        from kprefix.methods.adapters import ADAPTER_STYLES
-
         if self.adapter_style not in ADAPTER_STYLES:
             raise ValueError(f"--adapter_style={self.adapter_style!r}: choose one of "
                              f"{', '.join(ADAPTER_STYLES)}.")

@@ -25,9 +25,8 @@ Example:
 import keras
 
 from kprefix.backbones import transformer_blocks
+from kprefix.methods.adapter_styles import ADAPTER_STYLES
 from kprefix.methods.layer_hooks import restore_class, swap_class
-
-ADAPTER_STYLES = ("pfeiffer", "houlsby")
 
 
 class BottleneckAdapter(keras.layers.Layer):
