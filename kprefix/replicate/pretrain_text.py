@@ -34,8 +34,8 @@ import time
 
 import numpy as np
 
-from kprefix.replicate.pretraining import (finished_summary, train_with_loss_curve, warmup_cosine,
-                                           write_summary)
+from kprefix.replicate.pretraining import (finished_summary, save_preset, train_with_loss_curve,
+                                           warmup_cosine, write_summary)
 
 PRETRAINED, RANDOM = "gpt2_pretrained", "gpt2_random"
 SUMMARY = "text_pretraining.json"
@@ -199,8 +199,7 @@ def pretrain_text(output_dir, config, log=print):
     corpus_seconds = time.time() - start
 
     backbone = build_gpt2(config, len(vocabulary))
-    backbone.save_to_preset(os.path.join(output_dir, RANDOM))
-    tokenizer.save_to_preset(os.path.join(output_dir, RANDOM))
+    save_preset(os.path.join(output_dir, RANDOM), backbone, tokenizer)
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     model.compile(optimizer=keras.optimizers.AdamW(
                       warmup_cosine(config.steps, config.learning_rate), weight_decay=0.01),
@@ -218,8 +217,7 @@ def pretrain_text(output_dir, config, log=print):
     curve, train_seconds = train_with_loss_curve(model, next_batch, config.steps,
                                                  config.log_every, log, "text")
     held_out_loss = mean_loss(model, held_out_windows)
-    backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
-    tokenizer.save_to_preset(os.path.join(output_dir, PRETRAINED))
+    save_preset(os.path.join(output_dir, PRETRAINED), backbone, tokenizer)
     tokens = int(windows.size)
     summary = {
         "config": dataclasses.asdict(config),
