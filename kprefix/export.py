@@ -1,10 +1,12 @@
 """Export: fold the prefixes (or merge LoRA), then write a SavedModel for serving.
 
 The SavedModel needs neither kprefix nor keras-hub to load: its
-`serving_default` signature takes float32 images `(batch, H, W, 3)`, already
-preprocessed as in training, and returns class probabilities under the key
-`probabilities`. Images of another rank or size are refused with an
-`InvalidArgumentError` that names the expected shape.
+`serving_default` signature declares float32 `images` of shape
+`(None, H, W, 3)`, already preprocessed as in training, and returns class
+probabilities under the key `probabilities`. Images of another rank, size or
+channel count are refused with an `InvalidArgumentError` that names the
+expected shape, also when fed to the graph directly (as TensorFlow Serving
+does). The text export's signature declares `text` as `(None,)` strings.
 
 Exports are written to a sibling folder and moved into place at the end
 (`kprefix.workdir.replace_directory`), so a kill at any moment leaves the
@@ -64,21 +66,22 @@ def export_image_classifier(model, directory, writer=True):
     folded = folded_for_export(model)
     _require_finite(folded)
     image_shape = tuple(int(d) for d in folded.backbone.image_shape)
+    expected = ", ".join(map(str, image_shape))
 
     def serve(images):
-        # Checked before any kernel sees the input: a wrong rank would abort
-        # the process inside oneDNN instead of raising.
-        expected = tf.constant(image_shape, tf.int32)
-        fits = tf.cond(tf.equal(tf.rank(images), 4),
-                       lambda: tf.reduce_all(tf.equal(tf.shape(images)[1:], expected)),
-                       lambda: tf.constant(False))
+        # The signature declares the shape, but TensorFlow Serving and eager
+        # callers run the graph without checking it, and a kernel given another
+        # rank can abort the process. The check compares the shape as text
+        # (arithmetic on the rank, a constant under the declaration, would be
+        # folded away), and the model reads the images only through
+        # ensure_shape, which runs after the check, so no kernel sees them first.
+        got = tf.strings.reduce_join(tf.strings.as_string(tf.shape(images)[1:]), separator=", ")
         check = tf.debugging.Assert(
-            fits,
-            [f"images must have shape (batch, {', '.join(map(str, image_shape))}); got",
-             tf.shape(images)],
+            tf.equal(got, expected),
+            [f"images must have shape (batch, {expected}); got", tf.shape(images)],
         )
         with tf.control_dependencies([check]):
-            images = tf.reshape(images, (-1,) + image_shape)
+            images = tf.ensure_shape(images, (None,) + image_shape)
         logits = folded(images, training=False)
         return {"probabilities": keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)}
 
@@ -87,7 +90,7 @@ def export_image_classifier(model, directory, writer=True):
     archive.add_endpoint(
         "serving_default",
         serve,
-        input_signature=[tf.TensorSpec(None, tf.float32, name="images")],
+        input_signature=[tf.TensorSpec((None,) + image_shape, tf.float32, name="images")],
     )
     write_atomically(lambda folder: archive.write_out(folder, verbose=False), directory, writer)
     return folded

@@ -1,7 +1,9 @@
 import os
 
-# Quiet TensorFlow's C++ logs, and give tests two logical CPU devices so that
-# MirroredStrategy can be compared with the default strategy on one machine.
+# Both must happen before TensorFlow starts, so they run when pytest imports
+# this file, before any test module is collected: quiet TensorFlow's C++ logs,
+# and split the CPU into two logical devices so that MirroredStrategy can be
+# compared with the default strategy on one machine (`two_cpus`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
@@ -12,6 +14,14 @@ if len(tf.config.get_logical_device_configuration(_cpus[0]) or []) < 2:
     tf.config.set_logical_device_configuration(
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
     )
+
+
+@pytest.fixture(scope="session")
+def two_cpus():
+    """The names of the two logical CPU devices, for a MirroredStrategy of two replicas."""
+    names = [device.name for device in tf.config.list_logical_devices("CPU")[:2]]
+    assert len(names) == 2, "TensorFlow started before tests/conftest.py split the CPU"
+    return names
 
 
 def pytest_addoption(parser):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from kprefix.data import nlg
-from kprefix.data import nlg_e2e, nlg_webnlg, nlg_xsum
+from kprefix.data import nlg_e2e, nlg_webnlg
 from kprefix.data.nlg_common import NLGExample, default_shared_data_dir, shared_data_dir
 
 DATA_DIR = os.environ.get(nlg.SHARED_DATA_ENV_VAR) or str(default_shared_data_dir())
@@ -333,13 +333,6 @@ def test_xsum_tfds_loader(monkeypatch):
     (example,) = nlg.load_xsum_tfds("test")
     assert (example.source, example.targets) == ("Long article.", ("Short.",))
 
-
-@pytest.mark.parametrize("module", [nlg, nlg_e2e, nlg_webnlg, nlg_xsum])
-def test_docstring_examples(module):
-    import doctest
-
-    result = doctest.testmod(module)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ------------------------------------------------ reference input form (Li & Liang)

@@ -170,10 +170,10 @@ def test_signal_ends_a_process_blocked_outside_python(tmp_path):
     assert process.wait(timeout=30) == 128 + signal.SIGTERM
 
 
-def test_mirrored_over_two_devices_trains_with_jit_compile_requested():
+def test_mirrored_over_two_devices_trains_with_jit_compile_requested(two_cpus):
     from helpers import image_classifier
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(two_cpus)
     assert train.jit_compile_for(strategy, True) is False
     assert train.jit_compile_for(tf.distribute.get_strategy(), True) is True
     x = np.random.RandomState(0).uniform(-1, 1, (8, 16, 16, 3)).astype("float32")
@@ -186,10 +186,3 @@ def test_mirrored_over_two_devices_trains_with_jit_compile_requested():
     history = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
-
-def test_docstring_examples():
-    import doctest
-
-    for module in (multi_worker, train):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -111,7 +111,7 @@ def test_clip_norm_is_global_over_variables(max_norm):
         np.testing.assert_allclose(np.asarray(w), -g, rtol=1e-6)
 
 
-def test_clip_norm_applies_to_the_summed_gradient_under_mirrored():
+def test_clip_norm_applies_to_the_summed_gradient_under_mirrored(two_cpus):
     """Two replicas, each half the batch: clipping sees the global gradient."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 3)).astype("float32")
@@ -120,7 +120,7 @@ def test_clip_norm_applies_to_the_summed_gradient_under_mirrored():
     # Reduction through one device: CPU collectives of a second MirroredStrategy
     # in the same test process can collide with an earlier test's.
     mirrored = tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+        two_cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     for strategy in (tf.distribute.get_strategy(), mirrored):
         with strategy.scope():
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(

@@ -232,3 +232,12 @@ def _check_language_half(results, markdown, out):
     assert "Language: GPT-2 pretrained here" in markdown and "E2E test BLEU" in markdown
     assert os.path.getsize(os.path.join(out, text["plot"])) > 1000
     return 2
+
+
+def test_a_bad_language_flag_is_refused_before_anything_is_written(tmp_path):
+    # The language half runs last; its flags are still checked first.
+    out = tmp_path / "replication"
+    process = _replicate(str(out), "--text_variants=no_such_variant")
+    assert process.returncode != 0
+    assert "--text_variants: use names from" in process.stderr, process.stderr[-2000:]
+    assert not out.exists()

@@ -58,13 +58,12 @@ def test_xla_train_step_matches_eager():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
-def test_mirrored_matches_default_on_the_same_global_batch():
-    assert len(tf.config.list_logical_devices("CPU")) >= 2
+def test_mirrored_matches_default_on_the_same_global_batch(two_cpus):
     x, y = _batch(size=8)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).repeat(3).batch(8)
     results = []
     for strategy in (tf.distribute.get_strategy(),
-                     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+                     tf.distribute.MirroredStrategy(two_cpus)):
         with strategy.scope():
             model = _compile(image_classifier("deep_share"), learning_rate=0.1)
         model.fit(dataset, epochs=1, verbose=0)

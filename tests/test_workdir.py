@@ -156,11 +156,3 @@ def test_workdir_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(OSError, match="cannot write to .*file/run"):
         workdir.check_writable(str(blocker / "run"))
 
-
-@pytest.mark.parametrize("name", ["kprefix.workdir", "kprefix.checkpoints", "kprefix.train"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

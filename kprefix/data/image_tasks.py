@@ -16,11 +16,11 @@ Example:
 import dataclasses
 from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 
 from kprefix.data import image_task_num_classes, load_image_task
 from kprefix.data.batching import num_batches, pad_to_full_batch
+from kprefix.data.digits import digits_arrays
 
 DEFAULT_SPLITS = {
     "digits": ("train", "test"),
@@ -86,25 +86,6 @@ def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
     # The training pipeline reshuffles and re-augments on every pass.
     return ImageTaskData(image_task_num_classes(name), int(train.cardinality()),
                          lambda epoch: train, evaluation)
-
-
-def digits_arrays(image_size, seed=0, test_fraction=0.2):
-    """scikit-learn's digits as normalized RGB arrays, split train/test.
-
-    Returns `((train_images, train_labels), (test_images, test_labels))`;
-    images are resized to `image_size` and scaled to [-1, 1].
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images.astype("float32")[..., None] / 16.0
-    images = tf.image.resize(images, (image_size, image_size)).numpy()
-    images = np.repeat(images * 2.0 - 1.0, 3, axis=-1)
-    labels = digits.target.astype("int32")
-    order = np.random.RandomState(seed).permutation(len(labels))
-    num_test = int(round(len(labels) * test_fraction))
-    test, train = order[:num_test], order[num_test:]
-    return (images[train], labels[train]), (images[test], labels[test])
 
 
 def _digits(image_size, batch_size, seed, train_split, eval_split, drop_remainder=True):

@@ -9,11 +9,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import doctest
 import os
 import pathlib
 from typing import Optional, Tuple, Union
 
 SHARED_DATA_ENV_VAR = "KPREFIX_SHARED_DATA"
+
+# Marks a docstring example that reads the benchmark data folder
+# (`# doctest: +REQUIRES_BENCHMARK_DATA`); the test suite leaves such examples
+# out, with the reason, when the folder is absent.
+REQUIRES_BENCHMARK_DATA = doctest.register_optionflag("REQUIRES_BENCHMARK_DATA")
 
 PathLike = Union[str, os.PathLike]
 

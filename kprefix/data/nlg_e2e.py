@@ -180,10 +180,11 @@ def load_e2e(split: str, data_dir: Optional[PathLike] = None, detokenize: bool =
       detokenize: ``"raw"`` only: undo the training file's tokenisation.
       source_format: ``"reference"`` or ``"raw"`` (see the module doc).
 
-    >>> examples = load_e2e("validation")  # doctest: +SKIP
-    >>> len(examples), examples[0].source  # doctest: +SKIP
+    >>> examples = load_e2e("validation")  # doctest: +REQUIRES_BENCHMARK_DATA
+    >>> len(examples), examples[0].source  # doctest: +REQUIRES_BENCHMARK_DATA
     (547, 'name[Alimentum], area[city centre], familyFriendly[no]')
-    >>> load_e2e("validation", source_format="reference")[0].source  # doctest: +SKIP
+    >>> load_e2e("validation",  # doctest: +REQUIRES_BENCHMARK_DATA
+    ...          source_format="reference")[0].source
     'name : Alimentum | area : city centre | family friendly : no'
     """
     if source_format not in SOURCE_FORMATS:

@@ -125,8 +125,8 @@ def load_webnlg(split: str, data_dir: Optional[PathLike] = None, good_only: bool
         so for the train split whatever this says).
       source_format: ``"reference"`` or ``"raw"`` (see the module doc).
 
-    >>> test = load_webnlg("test")  # doctest: +SKIP
-    >>> len(test), sum(e.seen for e in test)  # doctest: +SKIP
+    >>> test = load_webnlg("test")  # doctest: +REQUIRES_BENCHMARK_DATA
+    >>> len(test), sum(e.seen for e in test)  # doctest: +REQUIRES_BENCHMARK_DATA
     (1862, 971)
     """
     if source_format not in SOURCE_FORMATS:

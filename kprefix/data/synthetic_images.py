@@ -238,7 +238,7 @@ def _minivtab_pool(task, image_size):
         raise ValueError(f"Unknown mini-VTAB task {task!r}; use one of "
                          f"{', '.join(MINIVTAB_CLASSES)}.")
     if task == "digits":
-        from kprefix.data.image_tasks import digits_arrays
+        from kprefix.data.digits import digits_arrays  # imports TensorFlow
 
         # 1,797 digits: a fixed 1,000 train, TEST_SIZE of the rest as test.
         (train_x, train_y), (test_x, test_y) = digits_arrays(

@@ -28,10 +28,11 @@ Example:
 
 import dataclasses
 
+from kprefix.methods.adapter_styles import ADAPTER_STYLES
+
 METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
 TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
 PLACEMENTS = ("shallow", "deep")
-ADAPTER_STYLES = ("pfeiffer", "houlsby")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ Example:
 import keras
 
 from kprefix.backbones import transformer_blocks
-from kprefix.methods import ADAPTER_STYLES
+from kprefix.methods.adapter_styles import ADAPTER_STYLES
 from kprefix.methods.layer_hooks import restore_class, swap_class
 
 

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import doctest
 import functools
 import importlib.util
 import os
@@ -21,6 +22,10 @@ import subprocess
 from typing import Optional, Sequence
 
 JAVA_ENV_VAR = "KPREFIX_JAVA"
+
+# Marks a docstring example that runs Java (`# doctest: +REQUIRES_JAVA`); the
+# test suite leaves such examples out, with the reason, where Java cannot run.
+REQUIRES_JAVA = doctest.register_optionflag("REQUIRES_JAVA")
 
 
 class JavaUnavailableError(RuntimeError):

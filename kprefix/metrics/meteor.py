@@ -15,7 +15,8 @@ Everything raises :class:`kprefix.metrics.java.JavaUnavailableError` without Jav
 Example:
     >>> meteor_jar().endswith("meteor-1.5.jar")
     True
-    >>> meteor_score(["the cat sat on the mat"], [["the cat sat on the mat"]])  # doctest: +SKIP
+    >>> meteor_score(["the cat sat on the mat"],  # doctest: +REQUIRES_JAVA
+    ...              [["the cat sat on the mat"]])
     (1.0, [1.0])
 """
 

@@ -30,7 +30,7 @@ Finished runs (their `results.json`) and a finished pretraining are
 skipped, so an interrupted replication resumes where it stopped.
 """
 
-import json
+import dataclasses
 import os
 import shlex
 import sys
@@ -136,13 +136,46 @@ def main(argv):
 
 
 def replicate():
-    """The whole replication with the flags' settings (see the module doc)."""
+    """The whole replication with the flags' settings (see the module doc).
+
+    Every flag is checked before anything is written.
+    """
+    from kprefix import logs
+
+    vision = _vision_plan()
+    language = _language_plan()
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    started = time.time()
+    logs.import_tensorflow_quietly(None)
+    pretraining, presets = _pretrain_vision()
+    pool, counter = _launch_pool(started)
+    runs_dir = os.path.join(FLAGS.output_dir, "runs")
+    tasks, selections = _compare_variants(runs_dir, vision, presets, pool)
+    sample_efficiency = _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections)
+    text = replicate_language(runs_dir, pool, language)
+    timings = _record_timings(started, counter["started"], pool.parallel)
+    _write_results(vision, tasks, selections, sample_efficiency, text, pretraining, presets,
+                   timings)
+    print(f"\nDone in {time.time() - started:.0f}s ({counter['started']} runs started): "
+          f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionPlan:
+    """The vision half's checked settings: comparison rows, protocol and sample sizes."""
+
+    names: list  # the --variants names
+    rows: list  # their comparison.Variant rows, with the random-weight probe after `linear`
+    by_name: dict
+    sizes: list  # the sample-efficiency training-set sizes
+    protocol: object  # comparison.Protocol
+
+
+def _vision_plan():
+    """Checks the vision flags; raises `app.UsageError` naming the first bad one."""
     from kprefix import sweep
     from kprefix.data.synthetic_images import MINIVTAB_CLASSES
-    from kprefix.replicate import comparison, results
-    from kprefix.replicate.pretrain_vision import (PRETRAINED, RANDOM, VisionPretraining,
-                                                   pretrain_vision)
-    from kprefix.replicate.statistics import paired_difference, verdict
+    from kprefix.replicate import comparison
 
     unknown = [t for t in FLAGS.tasks if t not in MINIVTAB_CLASSES]
     _usage(unknown, f"--tasks: unknown {unknown}; use {', '.join(MINIVTAB_CLASSES)}.")
@@ -150,7 +183,6 @@ def replicate():
     names = FLAGS.variants or list(by_name)
     _usage(any(n not in by_name for n in names),
            f"--variants: use names from {', '.join(by_name)}.")
-    chosen = [by_name[n] for n in names]
     _usage(any(n not in names for n in FLAGS.sample_efficiency_variants),
            "--sample_efficiency_variants must be among --variants.")
     sizes = [int(n) for n in sweep.parse_numbers(FLAGS.sample_efficiency_sizes,
@@ -163,22 +195,34 @@ def replicate():
         seeds=tuple(int(s) for s in sweep.parse_numbers(FLAGS.seeds, "seeds")),
         grid_seed=FLAGS.grid_seed,
         launch_args=("--task=image_classification", "--noexport", *FLAGS.launch_flag))
+    chosen = [by_name[n] for n in names]
+    rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
+    return VisionPlan(names, rows, by_name, sizes, protocol)
 
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    started = time.time()
-    timings = _read_json(os.path.join(FLAGS.output_dir, "timings.json")) or {}
-    from kprefix import logs
 
-    logs.import_tensorflow_quietly(None)
+def _pretrain_vision():
+    """Pretrains the ViT (or reads the finished pretraining); returns it and the presets."""
+    from kprefix.replicate.pretrain_vision import (PRETRAINED, RANDOM, VisionPretraining,
+                                                   pretrain_vision)
+
     pretraining = pretrain_vision(FLAGS.output_dir, VisionPretraining(
         steps=FLAGS.pretrain_steps, examples=FLAGS.pretrain_examples,
         batch_size=FLAGS.pretrain_batch_size, learning_rate=FLAGS.pretrain_learning_rate,
         num_layers=FLAGS.vit_layers,
         hidden_dim=FLAGS.vit_width, mlp_dim=2 * FLAGS.vit_width),
         log=lambda line: print(line, flush=True))
-    presets = {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, PRETRAINED)),
-               "random": os.path.abspath(os.path.join(FLAGS.output_dir, RANDOM))}
-    runs_dir = os.path.join(FLAGS.output_dir, "runs")
+    return pretraining, _presets(PRETRAINED, RANDOM)
+
+
+def _presets(pretrained, random):
+    return {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, pretrained)),
+            "random": os.path.abspath(os.path.join(FLAGS.output_dir, random))}
+
+
+def _launch_pool(started):
+    """The pool every launch goes through, and a counter of the launches it started."""
+    from kprefix.replicate.launch_pool import LaunchPool, default_parallel_runs
+
     counter = {"started": 0}
 
     def on_run(run):
@@ -187,66 +231,100 @@ def replicate():
         sys.stdout.write(f"[replicate] {time.time() - started:7.0f}s  run {run.workdir}\n")
         sys.stdout.flush()
 
-    from kprefix.replicate.launch_pool import LaunchPool, default_parallel_runs
-
     pool = LaunchPool(FLAGS.launcher, FLAGS.parallel_runs or default_parallel_runs(), on_run)
     print(f"[replicate] up to {pool.parallel} launches at once", flush=True)
-    rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
-    pairs = [(task, variant) for task in FLAGS.tasks for variant in rows]
-    outcomes = pool.map(lambda pair: comparison.run_variant(runs_dir, *pair, protocol, presets,
-                                                            pool), pairs)
+    return pool, counter
+
+
+def _compare_variants(runs_dir, vision, presets, pool):
+    """Grid and seed runs of every task x row; returns their test summaries and selections."""
+    from kprefix.replicate import comparison, results
+
+    pairs = [(task, variant) for task in FLAGS.tasks for variant in vision.rows]
+    outcomes = pool.map(lambda pair: comparison.run_variant(
+        runs_dir, *pair, vision.protocol, presets, pool), pairs)
     tasks = {task: {} for task in FLAGS.tasks}
     selections = {task: {} for task in FLAGS.tasks}
     for (task, variant), outcome in zip(pairs, outcomes):
         tasks[task][variant.name] = results.finite_summary(outcome["test_accuracy"])
         selections[task][variant.name] = outcome
+    return tasks, selections
+
+
+def _transfer(vision, tasks):
+    """Linear probe on pretrained vs random weights, per task (when `linear` runs)."""
+    from kprefix.replicate import comparison
+    from kprefix.replicate.statistics import paired_difference, verdict
+
     transfer = []
-    for task in FLAGS.tasks if "linear" in names else []:
+    for task in FLAGS.tasks if "linear" in vision.names else []:
         difference = paired_difference(
             tasks[task]["linear"]["values"], tasks[task][comparison.RANDOM_LINEAR.name]["values"])
         transfer.append({"task": task, "difference": difference, "sentence": verdict(
             difference, "pretrained", "random weights", f"{task}, linear probe")})
+    return transfer
+
+
+def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
+    """Seed runs of the chosen variants on fewer examples, with their selected settings."""
+    from kprefix import sweep
+    from kprefix.replicate import comparison, results
 
     efficiency_runs = {}
-    for task in [t for t in FLAGS.sample_efficiency_tasks if t in FLAGS.tasks] if sizes else []:
+    chosen_tasks = [t for t in FLAGS.sample_efficiency_tasks if t in FLAGS.tasks]
+    for task in chosen_tasks if vision.sizes else []:
         for name in FLAGS.sample_efficiency_variants:
             chosen_hp = selections[task][name]
             best = sweep.GridResult(chosen_hp["learning_rate"], chosen_hp["weight_decay"],
                                     chosen_hp["validation_accuracy"])
-            for size in sizes:
+            for size in vision.sizes:
                 plan = sweep.SplitPlan("train800", "val200", f"train{size}", "test")
                 exp_dir = os.path.join(runs_dir, task, name, f"train{size}")
                 efficiency_runs[task, name, size] = sweep.final_runs(exp_dir, plan, best,
-                                                                     protocol.seeds)
+                                                                     vision.protocol.seeds)
     pool.map(lambda key: pool.run_all(efficiency_runs[key], comparison.variant_launch_args(
-        protocol, by_name[key[1]], key[0], presets)), list(efficiency_runs))
+        vision.protocol, vision.by_name[key[1]], key[0], presets)), list(efficiency_runs))
     sample_efficiency = {}
     for (task, name, size), finals in efficiency_runs.items():
         by_size = sample_efficiency.setdefault(task, {}).setdefault(
             name, {"1000": tasks[task][name]})
         by_size[str(size)] = results.finite_summary(
             [comparison.final_accuracy(run) for run in finals])
+    return sample_efficiency
 
-    text = replicate_language(runs_dir, pool)
 
+def _record_timings(started, runs_started, parallel):
+    """Adds this invocation to `timings.json` (earlier invocations' entries stay)."""
+    from kprefix import workdir
+
+    path = os.path.join(FLAGS.output_dir, "timings.json")
+    timings = workdir.read_json(path) if os.path.exists(path) else {}
     timings["last_invocation_seconds"] = round(time.time() - started, 1)
-    timings["last_invocation_runs_started"] = counter["started"]
-    timings["parallel_runs"] = pool.parallel
-    with open(os.path.join(FLAGS.output_dir, "timings.json"), "w") as f:
-        json.dump(timings, f, indent=2)
+    timings["last_invocation_runs_started"] = runs_started
+    timings["parallel_runs"] = parallel
+    workdir.write_json(path, timings)
+    return timings
+
+
+def _write_results(vision, tasks, selections, sample_efficiency, text, pretraining, presets,
+                   timings):
+    """Writes the plots, then `results.json` and `results.md`."""
+    from kprefix.replicate import results
+
+    sizes = [*vision.sizes, 1000] if sample_efficiency else []
     payload = {
         "command": shlex.join(["python", "-m", "kprefix.replicate", *sys.argv[1:]]),
-        "seeds": list(protocol.seeds),
+        "seeds": list(vision.protocol.seeds),
         "metric": "test accuracy (fraction)",
         "tasks": tasks,
         "selection": {task: {name: {k: v for k, v in outcome.items() if k != "test_accuracy"}
                              for name, outcome in by_variant.items()}
                       for task, by_variant in selections.items()},
-        "transfer": transfer,
+        "transfer": _transfer(vision, tasks),
         "vision_pretraining": pretraining,
         "presets": presets,
         "sample_efficiency": sample_efficiency,
-        "sample_efficiency_sizes": [*sizes, 1000] if sample_efficiency else [],
+        "sample_efficiency_sizes": sizes,
         "timings": timings,
         "text": text,
         "notes": [],
@@ -256,29 +334,42 @@ def replicate():
     if sample_efficiency:
         payload["plot"] = "sample_efficiency.png"
         results.plot_sample_efficiency(os.path.join(FLAGS.output_dir, payload["plot"]),
-                                       sample_efficiency, payload["sample_efficiency_sizes"])
+                                       sample_efficiency, sizes)
     if text.get("variants") and text["fractions"]:
         text["plot"] = "e2e_sample_efficiency.png"
         results.plot_text_sample_efficiency(os.path.join(FLAGS.output_dir, text["plot"]), text)
     results.write_results(FLAGS.output_dir, payload)
-    print(f"\nDone in {time.time() - started:.0f}s ({counter['started']} runs started): "
-          f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
 
 
-def replicate_language(runs_dir, pool):
-    """The language half (see `kprefix.replicate.pretrain_text` and `text_comparison`):
-    GPT-2 pretraining, then the E2E runs; returns the `text` part of the results
-    (`{"skipped": reason}` when it is turned off or its data is missing)."""
+@dataclasses.dataclass(frozen=True)
+class LanguagePlan:
+    """The language half's checked settings, or why it is skipped."""
+
+    skipped: str = None
+    data_dir: str = None
+    references_per_input: list = None  # E2E training references of each input
+    by_name: dict = None  # the E2E comparison rows
+    fractions: list = None
+    protocol: object = None  # text_comparison.TextProtocol
+
+
+def _language_plan():
+    """Checks the language flags and finds the data; raises `app.UsageError` on a bad flag."""
     from kprefix import sweep
-    from kprefix.replicate import results, text_comparison
-    from kprefix.replicate.pretrain_text import (PRETRAINED, RANDOM, TextPretraining,
-                                                 pretrain_text)
-    from kprefix.replicate.statistics import paired_difference, verdict
+    from kprefix.data import nlg
+    from kprefix.replicate import text_comparison
 
     if not FLAGS.text_pretrain_steps:
-        return {"skipped": "--text_pretrain_steps=0"}
-    from kprefix.data import nlg
-
+        return LanguagePlan(skipped="--text_pretrain_steps=0")
+    by_name = {v.name: v for v in (*text_comparison.TEXT_VARIANTS,
+                                   text_comparison.RANDOM_DEEP_SHARE)}
+    _usage(any(n not in by_name for n in FLAGS.text_variants),
+           f"--text_variants: use names from {', '.join(by_name)}.")
+    fractions = (sweep.parse_numbers(FLAGS.e2e_fractions, "e2e_fractions")
+                 if FLAGS.e2e_fractions else [])
+    _usage(any(not 0 < f <= 1 for f in fractions) or not 0 < FLAGS.e2e_grid_fraction <= 1,
+           "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], "
+           "e.g. 0.01,0.05,0.2,1.")
     try:
         data_dir = str(nlg.shared_data_dir(FLAGS.text_data_dir))
         missing = [name for name in ("e2e", "webnlg2017", "xsum")
@@ -292,32 +383,7 @@ def replicate_language(runs_dir, pool):
             "train", data_dir, source_format="reference")]
     except (FileNotFoundError, ValueError) as error:
         print(f"[replicate] language half skipped: {error}", flush=True)
-        return {"skipped": str(error)}
-    by_name = {v.name: v for v in (*text_comparison.TEXT_VARIANTS,
-                                   text_comparison.RANDOM_DEEP_SHARE)}
-    _usage(any(n not in by_name for n in FLAGS.text_variants),
-           f"--text_variants: use names from {', '.join(by_name)}.")
-    fractions = (sweep.parse_numbers(FLAGS.e2e_fractions, "e2e_fractions")
-                 if FLAGS.e2e_fractions else [])
-    _usage(any(not 0 < f <= 1 for f in fractions) or not 0 < FLAGS.e2e_grid_fraction <= 1,
-           "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], "
-           "e.g. 0.01,0.05,0.2,1.")
-    width = FLAGS.gpt2_width
-    pretraining = pretrain_text(FLAGS.output_dir, TextPretraining(
-        steps=FLAGS.text_pretrain_steps, batch_size=FLAGS.text_pretrain_batch_size,
-        sequence_length=FLAGS.text_sequence_length,
-        learning_rate=FLAGS.text_pretrain_learning_rate,
-        vocabulary_size=FLAGS.text_vocabulary_size, num_layers=FLAGS.gpt2_layers,
-        num_heads=max(1, width // 32), hidden_dim=width, intermediate_dim=4 * width,
-        max_texts=FLAGS.text_pretrain_max_texts, data_dir=data_dir),
-        log=lambda line: print(line, flush=True))
-    presets = {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, PRETRAINED)),
-               "random": os.path.abspath(os.path.join(FLAGS.output_dir, RANDOM))}
-    text = {"task": "e2e", "metric": "BLEU (0-1, official-faithful E2E scorer)",
-            "pretraining": pretraining, "presets": presets, "seeds": [],
-            "fractions": {}, "variants": {}, "selection": {}, "comparisons": [], "transfer": []}
-    if not FLAGS.text_variants or not fractions:
-        return text
+        return LanguagePlan(skipped=str(error))
     protocol = text_comparison.TextProtocol(
         learning_rates=tuple(sweep.parse_numbers(FLAGS.text_learning_rates,
                                                  "text_learning_rates")),
@@ -329,40 +395,90 @@ def replicate_language(runs_dir, pool):
         test_examples=FLAGS.e2e_test_examples,
         launch_args=("--config=nlg/table_to_text", "--dataset=e2e", "--noexport",
                      f"--text_data_dir={data_dir}", *FLAGS.text_launch_flag))
+    return LanguagePlan(None, data_dir, references_per_input, by_name, fractions, protocol)
+
+
+def replicate_language(runs_dir, pool, plan):
+    """The language half (see `kprefix.replicate.pretrain_text` and `text_comparison`):
+    GPT-2 pretraining, then the E2E runs; returns the `text` part of the results
+    (`{"skipped": reason}` when it is turned off or its data is missing)."""
+    if plan.skipped:
+        return {"skipped": plan.skipped}
+    pretraining, presets = _pretrain_text(plan.data_dir)
+    text = {"task": "e2e", "metric": "BLEU (0-1, official-faithful E2E scorer)",
+            "pretraining": pretraining, "presets": presets, "seeds": [],
+            "fractions": {}, "variants": {}, "selection": {}, "comparisons": [], "transfer": []}
+    if not FLAGS.text_variants or not plan.fractions:
+        return text
+    _describe_e2e_protocol(text, plan)
+    _compare_text_variants(text, runs_dir, pool, plan, presets)
+    text["transfer"] = _text_transfer(text)
+    return text
+
+
+def _pretrain_text(data_dir):
+    """Pretrains the GPT-2 (or reads the finished pretraining); returns it and the presets."""
+    from kprefix.replicate.pretrain_text import (PRETRAINED, RANDOM, TextPretraining,
+                                                 pretrain_text)
+
+    width = FLAGS.gpt2_width
+    pretraining = pretrain_text(FLAGS.output_dir, TextPretraining(
+        steps=FLAGS.text_pretrain_steps, batch_size=FLAGS.text_pretrain_batch_size,
+        sequence_length=FLAGS.text_sequence_length,
+        learning_rate=FLAGS.text_pretrain_learning_rate,
+        vocabulary_size=FLAGS.text_vocabulary_size, num_layers=FLAGS.gpt2_layers,
+        num_heads=max(1, width // 32), hidden_dim=width, intermediate_dim=4 * width,
+        max_texts=FLAGS.text_pretrain_max_texts, data_dir=data_dir),
+        log=lambda line: print(line, flush=True))
+    return pretraining, _presets(PRETRAINED, RANDOM)
+
+
+def _describe_e2e_protocol(text, plan):
+    """Seeds, budgets and, per training fraction, its inputs, pairs and schedule."""
+    from kprefix.replicate import text_comparison
+
+    protocol = plan.protocol
     text["seeds"] = list(protocol.seeds)
     text["test_examples"] = protocol.test_examples or 630
     text["validation_examples"] = protocol.validation_examples or 547
     text["train_steps"] = protocol.train_steps
-    for fraction in fractions:
-        inputs, pairs = text_comparison.training_subset(fraction, references_per_input)
+    for fraction in plan.fractions:
+        inputs, pairs = text_comparison.training_subset(fraction, plan.references_per_input)
         text["fractions"][text_comparison.fraction_label(fraction)] = {
             "fraction": fraction, "inputs": inputs, "pairs": pairs,
             **text_comparison.schedule(pairs, protocol.batch_size, protocol.train_steps)}
+
+
+def _compare_text_variants(text, runs_dir, pool, plan, presets):
+    """Grid and seed runs of every E2E row; fills the BLEU summaries and selections."""
+    from kprefix.replicate import results, text_comparison
+
     outcomes = pool.map(lambda name: text_comparison.run_text_variant(
-        runs_dir, by_name[name], protocol, presets, references_per_input, pool),
+        runs_dir, plan.by_name[name], plan.protocol, presets, plan.references_per_input, pool),
         FLAGS.text_variants)
     for name, outcome in zip(FLAGS.text_variants, outcomes):
         text["variants"][name] = {label: results.finite_summary(values)
                                   for label, values in outcome.pop("bleu").items()}
         text["selection"][name] = outcome
     text["comparisons"] = results.text_comparison_sentences(text["variants"])
+
+
+def _text_transfer(text):
+    """Deep-share on the pretrained vs the random GPT-2, per fraction (when both ran)."""
+    from kprefix.replicate import text_comparison
+    from kprefix.replicate.statistics import paired_difference, verdict
+
     random_name = text_comparison.RANDOM_DEEP_SHARE.name
-    if random_name in text["variants"] and "deep_share-deep" in text["variants"]:
-        for label in text["fractions"]:
-            difference = paired_difference(text["variants"]["deep_share-deep"][label]["values"],
-                                           text["variants"][random_name][label]["values"])
-            text["transfer"].append({"fraction": label, "difference": difference,
-                                     "sentence": verdict(difference, "pretrained GPT-2",
-                                                         "random weights",
-                                                         f"E2E {label}, Deep-share DEEP")})
-    return text
-
-
-def _read_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    if random_name not in text["variants"] or "deep_share-deep" not in text["variants"]:
+        return []
+    transfer = []
+    for label in text["fractions"]:
+        difference = paired_difference(text["variants"]["deep_share-deep"][label]["values"],
+                                       text["variants"][random_name][label]["values"])
+        transfer.append({"fraction": label, "difference": difference,
+                         "sentence": verdict(difference, "pretrained GPT-2", "random weights",
+                                             f"E2E {label}, Deep-share DEEP")})
+    return transfer
 
 
 if __name__ == "__main__":

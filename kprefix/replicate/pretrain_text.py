@@ -20,10 +20,11 @@ Example (needs the shared data folder):
 
 >>> from kprefix.replicate.pretrain_text import TextPretraining, pretrain_text
 >>> import tempfile
->>> summary = pretrain_text(tempfile.mkdtemp(), TextPretraining(  # doctest: +SKIP
+>>> summary = pretrain_text(tempfile.mkdtemp(), TextPretraining(  # doctest: +REQUIRES_BENCHMARK_DATA
 ...     steps=2, batch_size=4, sequence_length=32, vocabulary_size=300, num_layers=1,
-...     hidden_dim=16, intermediate_dim=32, num_heads=2, log_every=1), log=None)
->>> len(summary["loss_curve"])  # doctest: +SKIP
+...     hidden_dim=16, intermediate_dim=32, num_heads=2, log_every=1, max_texts=200,
+...     jit_compile=False), log=None)
+>>> len(summary["loss_curve"])  # doctest: +REQUIRES_BENCHMARK_DATA
 2
 """
 
@@ -33,8 +34,8 @@ import time
 
 import numpy as np
 
-from kprefix.replicate.pretraining import (finished_summary, train_with_loss_curve, warmup_cosine,
-                                           write_summary)
+from kprefix.replicate.pretraining import (finished_summary, save_preset, train_with_loss_curve,
+                                           warmup_cosine, write_summary)
 
 PRETRAINED, RANDOM = "gpt2_pretrained", "gpt2_random"
 SUMMARY = "text_pretraining.json"
@@ -198,8 +199,7 @@ def pretrain_text(output_dir, config, log=print):
     corpus_seconds = time.time() - start
 
     backbone = build_gpt2(config, len(vocabulary))
-    backbone.save_to_preset(os.path.join(output_dir, RANDOM))
-    tokenizer.save_to_preset(os.path.join(output_dir, RANDOM))
+    save_preset(os.path.join(output_dir, RANDOM), backbone, tokenizer)
     model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     model.compile(optimizer=keras.optimizers.AdamW(
                       warmup_cosine(config.steps, config.learning_rate), weight_decay=0.01),
@@ -217,8 +217,7 @@ def pretrain_text(output_dir, config, log=print):
     curve, train_seconds = train_with_loss_curve(model, next_batch, config.steps,
                                                  config.log_every, log, "text")
     held_out_loss = mean_loss(model, held_out_windows)
-    backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
-    tokenizer.save_to_preset(os.path.join(output_dir, PRETRAINED))
+    save_preset(os.path.join(output_dir, PRETRAINED), backbone, tokenizer)
     tokens = int(windows.size)
     summary = {
         "config": dataclasses.asdict(config),

@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from kprefix.replicate.pretraining import (finished_summary, train_with_loss_curve, warmup_cosine,
-                                           write_summary)
+from kprefix.replicate.pretraining import (finished_summary, save_preset, train_with_loss_curve,
+                                           warmup_cosine, write_summary)
 
 PRETRAINED, RANDOM = "vit_pretrained", "vit_random"
 
@@ -76,7 +76,7 @@ def pretrain_vision(output_dir, config, log=print):
     if finished is not None:
         return finished
     backbone = build_vit(config)
-    backbone.save_to_preset(os.path.join(output_dir, RANDOM))
+    save_preset(os.path.join(output_dir, RANDOM), backbone)
     tokens = backbone.output[:, 0, :]
     logits = {factor: keras.layers.Dense(classes, name=factor)(tokens)
               for factor, classes in SOURCE_FACTORS.items()}
@@ -101,7 +101,7 @@ def pretrain_vision(output_dir, config, log=print):
                                                  config.log_every, log, "vision")
     evaluation = model.evaluate(*held_out, batch_size=256, verbose=0, return_dict=True)
     accuracy = {factor: float(evaluation[f"{factor}_accuracy"]) for factor in SOURCE_FACTORS}
-    backbone.save_to_preset(os.path.join(output_dir, PRETRAINED))
+    save_preset(os.path.join(output_dir, PRETRAINED), backbone)
     summary = {
         "config": dataclasses.asdict(config),
         "source_factors": dict(SOURCE_FACTORS),

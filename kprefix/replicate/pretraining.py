@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from kprefix import workdir
+
 
 def warmup_cosine(steps, learning_rate):
     """Linear warm-up over the first 5% of `steps` to `learning_rate`, then cosine decay to 0."""
@@ -57,7 +59,18 @@ def finished_summary(path):
         return json.load(f)
 
 
+def save_preset(directory, *parts):
+    """Saves `parts` (a backbone, its tokenizer) as one keras-hub preset at `directory`.
+
+    The preset is built in a sibling folder and swapped in, so a kill leaves
+    the old preset or the new one, never a part of it.
+    """
+    from kprefix.export import write_atomically
+
+    write_atomically(lambda folder: [part.save_to_preset(folder) for part in parts], directory)
+
+
 def write_summary(path, summary):
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=2)
+    """Writes `summary` to `path` atomically (its presence marks a finished pretraining)."""
+    workdir.write_json(path, summary)
     return summary

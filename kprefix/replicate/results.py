@@ -17,10 +17,11 @@ Example:
 'count, DEEP: Deep-share does not signifi'
 """
 
-import json
+import io
 import math
 import os
 
+from kprefix import workdir
 from kprefix.replicate.statistics import paired_difference, summarize, verdict
 
 PLACEMENTS = ("deep", "shallow")
@@ -80,8 +81,7 @@ def write_results(output_dir, payload):
     tasks = payload["tasks"]
     payload["comparisons"] = comparison_sentences(
         {task: {name: row for name, row in variants.items()} for task, variants in tasks.items()})
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump(payload, f, indent=2, allow_nan=False)
+    workdir.write_json(os.path.join(output_dir, "results.json"), payload)
     variants = list(dict.fromkeys(name for v in tasks.values() for name in v))
     lines = [
         "# Replication results",
@@ -128,8 +128,7 @@ def write_results(output_dir, payload):
     lines += _text_lines(payload.get("text") or {})
     for note in payload.get("notes", []):
         lines += ["", note]
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    workdir.write_text(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
 
 
 def _text_lines(text):
@@ -213,8 +212,10 @@ def plot_sample_efficiency(path, sample_efficiency, sizes, xlabel="training exam
         axis.set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
+    workdir.write_bytes(path, image.getvalue())
 
 
 def finite_summary(values):

@@ -1,0 +1,5 @@
+"""A shim for tools that still run setup.py: all metadata is in pyproject.toml."""
+
+from setuptools import setup
+
+setup()
