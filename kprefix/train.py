@@ -310,7 +310,7 @@ def shard_by_data(dataset):
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; nothing of that state was written."""
+    """The loss became NaN or infinite, or exploded; nothing of that state was written."""
 
     def __init__(self, step, what):
         super().__init__(
@@ -334,15 +334,29 @@ class RunGuard(keras.callbacks.Callback):
     """Checks every step's loss, checkpoints, and answers SIGTERM.
 
     The loss check runs before anything is saved at that step, so a
-    non-finite state never reaches a checkpoint. `step` counts global
-    training steps on the host, from the step the run resumed at, so no
-    device read is needed to know it.
+    non-finite or exploded state never reaches a checkpoint. A loss explodes
+    when it exceeds `divergence_factor` times the median of the first
+    `reference_steps` losses this process saw (0: only NaN and infinity
+    count). `step` counts global training steps on the host, from the step
+    the run resumed at, so no device read is needed to know it.
+
+    >>> guard = RunGuard(store=None, divergence_factor=100, reference_steps=2)
+    >>> for loss in (2.0, 4.0, 250.0):
+    ...     guard.on_train_batch_end(0, {"loss": loss})
+    >>> guard.on_train_batch_end(0, {"loss": 301.0})
+    Traceback (most recent call last):
+    ...
+    kprefix.train.Diverged: the training loss exploded to 301 (above 100 x 3, the median of the first 2 steps' losses; --divergence_factor) at step 4. Nothing from that step on was saved; the last good checkpoint is kept. Lower --learning_rate (or check the data) and use a new --workdir, or rerun to resume from the last checkpoint.
     """
 
-    def __init__(self, store, resumed_step=0, every_steps=0):
+    def __init__(self, store, resumed_step=0, every_steps=0, divergence_factor=0.0,
+                 reference_steps=10):
         super().__init__()
         self.store = store
         self.every_steps = every_steps
+        self.divergence_factor = divergence_factor
+        self.reference_steps = reference_steps
+        self.first_losses = []
         self.terminate = False
         self.step = self.last_saved = resumed_step
 
@@ -357,8 +371,8 @@ class RunGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         self.step = step = self.step + 1
-        if loss is not None and not np.isfinite(float(loss)):
-            raise Diverged(step, f"the training loss became {float(loss)}")
+        if loss is not None:
+            self.check_loss(step, float(loss))
         if self.every_steps and step % self.every_steps == 0:
             self.save(step)
         if self.terminate:
@@ -367,6 +381,22 @@ class RunGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.save(self.step)
+
+    def check_loss(self, step, loss):
+        """Raises `Diverged` for a non-finite loss, or one `divergence_factor` too large."""
+        if not np.isfinite(loss):
+            raise Diverged(step, f"the training loss became {loss}")
+        if not self.divergence_factor:
+            return
+        if len(self.first_losses) < self.reference_steps:
+            self.first_losses.append(loss)
+            return
+        reference = float(np.median(self.first_losses))
+        if loss > self.divergence_factor * max(reference, np.finfo(np.float32).tiny):
+            raise Diverged(step, f"the training loss exploded to {loss:.6g} (above "
+                                 f"{self.divergence_factor:.6g} x {reference:.6g}, the median of "
+                                 f"the first {len(self.first_losses)} steps' losses; "
+                                 "--divergence_factor)")
 
 
 class _OnSigterm:
@@ -415,7 +445,7 @@ class EpochLine(keras.callbacks.Callback):
 
 
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
-        chief=True, verbose=None, log=print):
+        chief=True, verbose=None, log=print, divergence_factor=0.0, adopt_unverified=False):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
 
     Every process of a cluster calls this; only the `chief` writes
@@ -424,8 +454,13 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     from (0 for a fresh run). Raises `Diverged` or `Preempted` as described
     in the module docstring. `verbose=None` shows Keras' progress bar on a
     terminal and one plain line per epoch (`EpochLine`) when stdout is piped.
+    `divergence_factor` bounds the loss (see `RunGuard`); `adopt_unverified`
+    verifies checkpoint files without a manifest by loading them (see
+    `CheckpointStore.adopt_unverified`).
     """
     store = CheckpointStore(os.path.join(workdir, "checkpoints"), writer=chief)
+    if adopt_unverified and chief:
+        store.adopt_unverified(model, log=log)
     resumed_step = store.restore(model, log=log)
     first_epoch, offset = divmod(resumed_step, steps_per_epoch)
     if first_epoch >= epochs:
@@ -433,7 +468,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     elif resumed_step:
         log(f"Resumed from {store.directory} at step {resumed_step} "
             f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
-    guard = RunGuard(store, resumed_step, checkpoint_every_steps)
+    guard = RunGuard(store, resumed_step, checkpoint_every_steps, divergence_factor)
     callbacks = [guard]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))

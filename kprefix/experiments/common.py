@@ -19,6 +19,15 @@ def strategy_and_backbone(FLAGS):
     return strategy, backbone
 
 
+def build_task(task_class, FLAGS, backbone, *args, **kwargs):
+    """`task_class(backbone, ...)`; a setting the backbone cannot take (a prefix
+    placement beyond its depth, say) is a usage error."""
+    try:
+        return task_class(backbone, *args, **kwargs)
+    except ValueError as error:
+        raise app.UsageError(f"--backbone={FLAGS.backbone!r}: {error}") from None
+
+
 def check_batching(FLAGS, strategy, steps_per_epoch):
     """Usage errors for batches that cannot train: none per epoch, or uneven replicas."""
     if steps_per_epoch < 1:
