@@ -8,12 +8,13 @@ network. `--verbosity` (any value) adds the traceback above that line.
 
 >>> import errno
 >>> one_line(OSError(errno.ENOSPC, "No space left on device", "/runs/a/export"))
-'no space left on the device writing /runs/a/export (No space left on device). Free space and rerun the same command.'
+'no space left on the device writing /runs/a/export (No space left on device). Free space and rerun the same command: it resumes from the last checkpoint.'
 >>> exit_status(ValueError("x")), exit_status(UsageError("y"))
 (1, 2)
 """
 
 import errno
+import re
 import socket
 import sys
 import traceback
@@ -43,7 +44,10 @@ def causes(error):
 
 
 def _text(error):
-    return getattr(error, "message", None) or str(error) or type(error).__name__
+    """The error's message without TensorFlow's op annotations."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", text)
+    return text.strip()
 
 
 def environment_failure(error):
@@ -53,10 +57,10 @@ def environment_failure(error):
         text = _text(cause)
         where = f" {cause.filename}" if getattr(cause, "filename", None) else ""
         if number in _FULL or any(t in text for t in _FULL_TEXTS):
-            what = "the file-size limit or quota" if number == errno.EFBIG or "too large" in text \
-                else "no space left on the device"
+            what = ("a file-size limit or quota was reached" if number == errno.EFBIG
+                    or "too large" in text else "no space left on the device")
             return (f"{what} writing{where} ({text.splitlines()[0]}). Free space and rerun "
-                    "the same command.")
+                    "the same command: it resumes from the last checkpoint.")
         if number in _DENIED or any(t in text for t in _DENIED_TEXTS):
             return (f"permission denied{where} ({text.splitlines()[0]}). Fix the permissions "
                     "or choose another path.")

@@ -149,8 +149,9 @@ flags.DEFINE_float("clip_norm", 0.0,
                    "0: off.", lower_bound=0)
 flags.DEFINE_float("divergence_factor", 1e4,
                    "Stop the run as diverged when the training loss exceeds this many times "
-                   "the median loss of its first steps (besides NaN and infinity, which always "
-                   "stop it); 0: off.", lower_bound=0)
+                   "the median loss of its first 10 steps, or the trainable weights' norm this "
+                   "many times its start (at least 1), checked at every checkpoint; NaN and "
+                   "infinity always stop it. 0: off.", lower_bound=0)
 flags.DEFINE_enum("schedule_unit", "step", ["step", "epoch"],
                   "'step': the learning rate changes every step; 'epoch' (SGD): warm-up and "
                   "cosine advance once per epoch, epoch 0 at rate 0, as the reference scheduler.")

@@ -333,12 +333,16 @@ class Preempted(RuntimeError):
 class RunGuard(keras.callbacks.Callback):
     """Checks every step's loss, checkpoints, and answers SIGTERM.
 
-    The loss check runs before anything is saved at that step, so a
-    non-finite or exploded state never reaches a checkpoint. A loss explodes
-    when it exceeds `divergence_factor` times the median of the first
-    `reference_steps` losses this process saw (0: only NaN and infinity
-    count). `step` counts global training steps on the host, from the step
-    the run resumed at, so no device read is needed to know it.
+    The checks run before anything is saved at that step, so a non-finite
+    or exploded state never reaches a checkpoint. With a `divergence_factor`
+    (0: only NaN and infinity count), training explodes when its loss
+    exceeds that many times the median of the first `reference_steps`
+    losses this process saw, or when, at a checkpoint, the norm of the
+    trainable weights exceeds that many times its norm at the start (at
+    least 1): a prefix blown up to 1e30 can leave the loss finite and flat,
+    as attention and LayerNorm saturate. `step` counts global training steps
+    on the host, from the step the run resumed at, so no device read is
+    needed to know it.
 
     >>> guard = RunGuard(store=None, divergence_factor=100, reference_steps=2)
     >>> for loss in (2.0, 4.0, 250.0):
@@ -357,11 +361,27 @@ class RunGuard(keras.callbacks.Callback):
         self.divergence_factor = divergence_factor
         self.reference_steps = reference_steps
         self.first_losses = []
+        self.start_norm = None
         self.terminate = False
         self.step = self.last_saved = resumed_step
 
+    def on_train_begin(self, logs=None):
+        if self.divergence_factor:
+            self.start_norm = self.weights_norm()
+
+    def weights_norm(self):
+        return math.sqrt(sum(float(np.sum(np.square(np.asarray(w, np.float64))))
+                             for w in self.model.trainable_weights))
+
     def save(self, step):
         if step != self.last_saved:
+            if self.start_norm is not None:
+                norm, bound = self.weights_norm(), self.divergence_factor * max(self.start_norm, 1)
+                if not norm <= bound:
+                    raise Diverged(step, f"the trainable weights exploded to norm {norm:.6g} "
+                                         f"(above {self.divergence_factor:.6g} x "
+                                         f"{max(self.start_norm, 1):.6g}, their norm at the "
+                                         "start; --divergence_factor)")
             try:
                 self.store.save(self.model, step)
             except NonFiniteState as error:
