@@ -19,6 +19,7 @@ The chief holds `run.lock` while it runs and records the run's settings in
 saving a checkpoint (rerun to resume).
 """
 
+import math
 import os
 import sys
 
@@ -249,6 +250,9 @@ def check_flags():
     flag and checked while parsing; what needs several flags, or the
     environment, is checked here, before anything is loaded or written.
     """
+    for flag in FLAGS.get_flags_for_module(sys.modules[__name__]):
+        if isinstance(flag.value, float) and not math.isfinite(flag.value):
+            raise app.UsageError(f"--{flag.name}={flag.value}: use a finite number.")
     if not FLAGS.workdir.strip():
         raise app.UsageError("--workdir is empty: name the folder for checkpoints, the export "
                              "and results, e.g. --workdir=runs/quickstart.")
@@ -258,6 +262,18 @@ def check_flags():
     if FLAGS.min_new_tokens > FLAGS.max_new_tokens:
         raise app.UsageError(f"--min_new_tokens={FLAGS.min_new_tokens} exceeds "
                              f"--max_new_tokens={FLAGS.max_new_tokens}; lower it.")
+
+
+def check_settings():
+    """Every check of the parsed flags that needs no data or model; returns
+    the `PrefixConfig` (None for other methods). Raises `app.UsageError`."""
+    check_flags()
+    method_config_from_flags()
+    return prefix_config_from_flags() if FLAGS.method == "prefix" else None
+
+
+def check_cluster():
+    """A usage error for a missing or malformed `TF_CONFIG` where the strategy needs one."""
     if FLAGS.strategy == "multi_worker_mirrored":
         from kprefix import multi_worker
 
@@ -301,10 +317,9 @@ def main(argv):
     """Checks everything, then (first write) locks the workdir, trains, evaluates, exports."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    check_flags()
-    method_config_from_flags()
-    prefix_config = prefix_config_from_flags() if FLAGS.method == "prefix" else None
+    prefix_config = check_settings()
     logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
+    check_cluster()
     from kprefix import workdir
 
     task = workdir.this_task()
