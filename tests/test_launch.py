@@ -26,6 +26,7 @@ def _launch(*flags, cwd=None, timeout=600):
     ("--backbone=no_such_backbone", "--backbone='no_such_backbone'"),
     ("--dataset=imagenet_by_hand", "--dataset='imagenet_by_hand'"),
     ("--image_normalization=preset", "--image_normalization=preset"),
+    ("--prefix_placement=99", "prefix placement names layers [99]"),
 ])
 def test_bad_flags_fail_with_the_flag_named(flag, message, tmp_path):
     result = _launch(flag, f"--workdir={tmp_path / 'run'}")
