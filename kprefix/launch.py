@@ -177,6 +177,11 @@ flags.DEFINE_float("peer_timeout_seconds", 300,
                    "for this long (no heartbeat, or a collective still waiting) exits with an "
                    "error naming the peer. Must exceed the slowest healthy step, compilation "
                    "included.")
+flags.DEFINE_float("phase_timeout_seconds", 3600,
+                   "--strategy=multi_worker_mirrored: how long a worker waits for a live peer "
+                   "busy outside training steps (writing a checkpoint, evaluating, exporting). "
+                   "A dead peer is still found within --peer_timeout_seconds by its missing "
+                   "heartbeat.", lower_bound=0)
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
                   "Keras dtype policy; prefix variables stay float32.")
 flags.DEFINE_bool("jit_compile", None,
@@ -200,7 +205,7 @@ flags.DEFINE_bool("resume_from_unverified", False,
 # (see kprefix.workdir.check_run_config). `epochs` may only grow.
 RESTART_MAY_CHANGE = {
     "workdir", "export", "strategy", "tpu", "jit_compile", "checkpoint_every_steps",
-    "peer_timeout_seconds", "config", "divergence_factor", "resume_from_unverified",
+    "peer_timeout_seconds", "phase_timeout_seconds", "config", "divergence_factor", "resume_from_unverified",
     "tfds_data_dir", "manual_dir", "text_data_dir", "eval_split", "max_eval_examples",
     "eval_batch_size", "num_beams", "max_new_tokens", "min_new_tokens", "length_penalty",
     "length_normalization", "no_repeat_ngram_size", "early_stopping", "force_end_at_max_length",
@@ -256,9 +261,10 @@ def check_flags():
     if not FLAGS.workdir.strip():
         raise app.UsageError("--workdir is empty: name the folder for checkpoints, the export "
                              "and results, e.g. --workdir=runs/quickstart.")
-    if FLAGS.peer_timeout_seconds <= 0:
-        raise app.UsageError(f"--peer_timeout_seconds={FLAGS.peer_timeout_seconds}: use a "
-                             "positive number of seconds.")
+    for name in ("peer_timeout_seconds", "phase_timeout_seconds"):
+        if FLAGS[name].value <= 0:
+            raise app.UsageError(f"--{name}={FLAGS[name].value}: use a positive number of "
+                                 "seconds.")
     if FLAGS.min_new_tokens > FLAGS.max_new_tokens:
         raise app.UsageError(f"--min_new_tokens={FLAGS.min_new_tokens} exceeds "
                              f"--max_new_tokens={FLAGS.max_new_tokens}; lower it.")

@@ -34,11 +34,13 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def make_strategy(name, tpu="", peer_timeout_seconds=300):
+def make_strategy(name, tpu="", peer_timeout_seconds=300, phase_timeout_seconds=3600):
     """The `tf.distribute` strategy called `name` (see `STRATEGIES`).
 
     `multi_worker_mirrored` reads `TF_CONFIG`; a worker whose peer stops
-    responding fails after `peer_timeout_seconds` (see `kprefix.multi_worker`).
+    responding fails after `peer_timeout_seconds`, and waits for a busy peer
+    outside training steps up to `phase_timeout_seconds` (see
+    `kprefix.multi_worker`).
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -47,7 +49,7 @@ def make_strategy(name, tpu="", peer_timeout_seconds=300):
     if name == "multi_worker_mirrored":
         from kprefix.multi_worker import make_multi_worker_strategy
 
-        return make_multi_worker_strategy(peer_timeout_seconds)
+        return make_multi_worker_strategy(peer_timeout_seconds, phase_timeout_seconds)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -354,9 +356,10 @@ class RunGuard(keras.callbacks.Callback):
     """
 
     def __init__(self, store, resumed_step=0, every_steps=0, divergence_factor=0.0,
-                 reference_steps=10):
+                 reference_steps=10, after_checkpoint=None):
         super().__init__()
         self.store = store
+        self.after_checkpoint = after_checkpoint
         self.every_steps = every_steps
         self.divergence_factor = divergence_factor
         self.reference_steps = reference_steps
@@ -373,7 +376,9 @@ class RunGuard(keras.callbacks.Callback):
         return math.sqrt(sum(float(np.sum(np.square(np.asarray(w, np.float64))))
                              for w in self.model.trainable_weights))
 
-    def save(self, step):
+    def save(self, step, wait=False):
+        """Checkpoints `step`; with `wait`, then calls `after_checkpoint(step)`
+        (every worker saves at the same steps; not so on SIGTERM)."""
         if step != self.last_saved:
             if self.start_norm is not None:
                 norm, bound = self.weights_norm(), self.divergence_factor * max(self.start_norm, 1)
@@ -387,6 +392,8 @@ class RunGuard(keras.callbacks.Callback):
             except NonFiniteState as error:
                 raise Diverged(step, f"the weights became non-finite ({error})") from None
             self.last_saved = step
+            if wait and self.after_checkpoint is not None:
+                self.after_checkpoint(step)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -394,13 +401,13 @@ class RunGuard(keras.callbacks.Callback):
         if loss is not None:
             self.check_loss(step, float(loss))
         if self.every_steps and step % self.every_steps == 0:
-            self.save(step)
+            self.save(step, wait=True)
         if self.terminate:
             self.save(step)
             raise Preempted(step, self.store.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(self.step)
+        self.save(self.step, wait=True)
 
     def check_loss(self, step, loss):
         """Raises `Diverged` for a non-finite loss, or one `divergence_factor` too large."""
@@ -465,7 +472,8 @@ class EpochLine(keras.callbacks.Callback):
 
 
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
-        chief=True, verbose=None, log=print, divergence_factor=0.0, adopt_unverified=False):
+        chief=True, verbose=None, log=print, divergence_factor=0.0, adopt_unverified=False,
+        after_checkpoint=None):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
 
     Every process of a cluster calls this; only the `chief` writes
@@ -476,7 +484,9 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     terminal and one plain line per epoch (`EpochLine`) when stdout is piped.
     `divergence_factor` bounds the loss (see `RunGuard`); `adopt_unverified`
     verifies checkpoint files without a manifest by loading them (see
-    `CheckpointStore.adopt_unverified`).
+    `CheckpointStore.adopt_unverified`); `after_checkpoint(step)` runs on
+    every worker after each checkpoint of an epoch end or of
+    `checkpoint_every_steps`.
     """
     store = CheckpointStore(os.path.join(workdir, "checkpoints"), writer=chief)
     if adopt_unverified and chief:
@@ -488,7 +498,8 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     elif resumed_step:
         log(f"Resumed from {store.directory} at step {resumed_step} "
             f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
-    guard = RunGuard(store, resumed_step, checkpoint_every_steps, divergence_factor)
+    guard = RunGuard(store, resumed_step, checkpoint_every_steps, divergence_factor,
+                     after_checkpoint=after_checkpoint)
     callbacks = [guard]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))

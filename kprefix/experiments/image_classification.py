@@ -7,10 +7,9 @@ import time
 import keras
 from absl import app
 
-from kprefix import train
 from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
-                                        compile_for_training, describe_parameters,
+                                        compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
@@ -64,11 +63,7 @@ def _train_evaluate_export(FLAGS, model, data, accounting):
           f"{data.steps_per_epoch} steps/epoch.", flush=True)
     chief = this_task().is_chief
     start = time.time()
-    history, resumed_from = train.fit(model, data.make_epoch, data.steps_per_epoch,
-                                      FLAGS.epochs, FLAGS.workdir,
-                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-                                      chief=chief, divergence_factor=FLAGS.divergence_factor,
-                                      adopt_unverified=FLAGS.resume_from_unverified)
+    history, resumed_from = fit(FLAGS, model, data.make_epoch, data.steps_per_epoch)
     train_seconds = time.time() - start
     scores = model.evaluate(data.eval_dataset, verbose=0, return_dict=True)
     loss, accuracy = scores["loss"], scores["accuracy"]

@@ -14,11 +14,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app
 
-from kprefix import train
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
-                                        compile_for_training, describe_parameters,
+                                        compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
@@ -198,10 +197,7 @@ def _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings, e
     print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
     chief = this_task().is_chief
     start = time.time()
-    history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir,
-                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-                                      chief=chief, divergence_factor=FLAGS.divergence_factor,
-                                      adopt_unverified=FLAGS.resume_from_unverified)
+    history, resumed_from = fit(FLAGS, model, make_epoch, steps)
     train_seconds = time.time() - start
 
     export_dir = os.path.join(FLAGS.workdir, "export")
