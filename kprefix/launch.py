@@ -12,11 +12,13 @@ and every `--checkpoint_every_steps` steps; a restarted run resumes at the
 newest good one, mid-epoch too), `tensorboard/`, `export/` (the folded
 SavedModel) and `results.json` (final metrics and every flag).
 
-The chief holds `run.lock` while it runs and records the run's settings in
-`run_config.json`; a restart must use the same settings (a larger
-`--epochs` is allowed). Exit status: 0 done, 1 failed or diverged (then
-`results.json` says `"status": "diverged"`), 42 stopped by SIGTERM after
-saving a checkpoint (rerun to resume).
+Every flag, the data, the backbone and the workdir are checked before the
+first write; then the chief holds `run.lock` while it runs and records the
+run's settings in `run_config.json`; a restart must use the same settings (a
+larger `--epochs` is allowed). An error is one line on stderr (`--verbosity`
+adds the traceback). Exit status: 0 done, 2 usage error (nothing written), 1
+failed or diverged (then `results.json` says `"status": "diverged"`), 42
+stopped by SIGTERM after saving a checkpoint (rerun to resume).
 """
 
 import math
