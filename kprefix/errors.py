@@ -54,16 +54,17 @@ def environment_failure(error):
     """A sentence naming the failed resource (disk, permission, network), or None."""
     for cause in causes(error):
         number = getattr(cause, "errno", None)
-        text = _text(cause)
-        where = f" {cause.filename}" if getattr(cause, "filename", None) else ""
+        text = getattr(cause, "strerror", None) or _text(cause)
+        path = getattr(cause, "filename", None)
         if number in _FULL or any(t in text for t in _FULL_TEXTS):
             what = ("a file-size limit or quota was reached" if number == errno.EFBIG
                     or "too large" in text else "no space left on the device")
-            return (f"{what} writing{where} ({text.splitlines()[0]}). Free space and rerun "
-                    "the same command: it resumes from the last checkpoint.")
+            return (f"{what}{f' writing {path}' if path else ''} ({text.splitlines()[0]}). "
+                    "Free space and rerun the same command: it resumes from the last "
+                    "checkpoint.")
         if number in _DENIED or any(t in text for t in _DENIED_TEXTS):
-            return (f"permission denied{where} ({text.splitlines()[0]}). Fix the permissions "
-                    "or choose another path.")
+            return (f"permission denied{f' for {path}' if path else ''} "
+                    f"({text.splitlines()[0]}). Fix the permissions or choose another path.")
         if isinstance(cause, (socket.gaierror, ConnectionError, TimeoutError)) or \
                 type(cause).__name__ in _NETWORK_TYPES:
             return (f"no network: {type(cause).__name__} ({text.splitlines()[0][:200]}). Connect "

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["kprefix.flagfiles", "kprefix.logs", "kprefix.flag_help", "kprefix.prefix.flags",
+MODULES = ["kprefix.flagfiles", "kprefix.logs", "kprefix.errors", "kprefix.flag_help", "kprefix.prefix.flags",
            "kprefix.prefix.config", "kprefix.data.nlg_common", "kprefix.sweep",
            "kprefix.data.synthetic_images", "kprefix.replicate.statistics",
            "kprefix.replicate.comparison", "kprefix.replicate.results",
