@@ -120,3 +120,11 @@ def test_short_run_trains_evaluates_checkpoints_and_exports(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Training already finished" in again.stdout
     assert json.loads((workdir / "results.json").read_text())["resumed_from_step"] == 2 * steps
+
+
+def test_verbosity_adds_the_traceback_above_the_one_line(tmp_path):
+    result = _launch("--verbosity=0", "--min_new_tokens=9", "--max_new_tokens=8",
+                     f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Traceback")
+    assert result.stderr.splitlines()[-1].startswith("Error: --min_new_tokens=9 exceeds")
