@@ -69,7 +69,7 @@ def test_every_integer_flag_refuses_values_it_cannot_use(name, value, parsed, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name", _launch_flags_of_type("enum"))
+@pytest.mark.parametrize("name", _launch_flags_of_type("string enum"))
 def test_every_enum_flag_refuses_a_bogus_value(name, parsed):
     error = parsed(f"--{name}=bogus")
     assert error is not None and f"--{name}=bogus" in error and "one of" in error, error
