@@ -63,16 +63,16 @@ def cluster_from_tf_config(tf_config=None):
     return workers, task_type, task_index
 
 
-def make_multi_worker_strategy(peer_timeout_seconds, phase_timeout_seconds=3600.0):
+def make_multi_worker_strategy(peer_timeout_seconds):
     """A MultiWorkerMirroredStrategy whose dead peers are detected in bounded time.
 
     Every training collective waits at most `peer_timeout_seconds`, and the
     coordination service declares a worker dead after that long without a
     heartbeat. Both must exceed the slowest step of a healthy worker
     (compilation included): the first step's collectives start only when every
-    worker has compiled. Waits for a peer that is still alive but busy
-    elsewhere (the chief writing a checkpoint or an export, evaluation,
-    the final shutdown) are bounded by `phase_timeout_seconds` instead.
+    worker has compiled. Waits outside training steps, for a peer that is
+    alive but busy (the chief writing a checkpoint or an export, evaluation),
+    get a longer bound: see `lengthen_collective_timeout` and `wait_for_peers`.
     """
     if peer_timeout_seconds <= 0:
         raise ValueError(f"--peer_timeout_seconds={peer_timeout_seconds} must be positive.")
@@ -92,7 +92,6 @@ def make_multi_worker_strategy(peer_timeout_seconds, phase_timeout_seconds=3600.
             service_type="standalone",
             service_leader=multi_worker_util.coordination_leader(cluster_spec),
             heartbeat_timeout_in_ms=timeout_ms,
-            shutdown_barrier_timeout_in_ms=int(phase_timeout_seconds * 1000),
             coordinated_jobs=jobs,
         )
     strategy = tf.distribute.MultiWorkerMirroredStrategy(

@@ -34,13 +34,11 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def make_strategy(name, tpu="", peer_timeout_seconds=300, phase_timeout_seconds=3600):
+def make_strategy(name, tpu="", peer_timeout_seconds=300):
     """The `tf.distribute` strategy called `name` (see `STRATEGIES`).
 
     `multi_worker_mirrored` reads `TF_CONFIG`; a worker whose peer stops
-    responding fails after `peer_timeout_seconds`, and waits for a busy peer
-    outside training steps up to `phase_timeout_seconds` (see
-    `kprefix.multi_worker`).
+    responding fails after `peer_timeout_seconds` (see `kprefix.multi_worker`).
     """
     if name == "default":
         return tf.distribute.get_strategy()
@@ -49,7 +47,7 @@ def make_strategy(name, tpu="", peer_timeout_seconds=300, phase_timeout_seconds=
     if name == "multi_worker_mirrored":
         from kprefix.multi_worker import make_multi_worker_strategy
 
-        return make_multi_worker_strategy(peer_timeout_seconds, phase_timeout_seconds)
+        return make_multi_worker_strategy(peer_timeout_seconds)
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         tf.config.experimental_connect_to_cluster(resolver)

@@ -9,8 +9,7 @@ from kprefix.workdir import this_task
 
 def strategy_and_backbone(FLAGS):
     """The distribution strategy, and the backbone built in its scope."""
-    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.peer_timeout_seconds,
-                                   FLAGS.phase_timeout_seconds)
+    strategy = train.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.peer_timeout_seconds)
     train.set_precision(FLAGS.precision)
     with strategy.scope():
         try:
