@@ -10,7 +10,7 @@ Files, under the checkpoint folder, for global step N:
 
 - `ckpt-<N>.npz`: the arrays, keyed by variable path;
 - `ckpt-<N>.json`: the manifest (step, SHA-256 and size of the `.npz`),
-  written last, so a checkpoint without one was cut short and is ignored.
+  written last; `restore` considers only checkpoints that have one.
 
 Loading verifies the checksum. A checkpoint that cannot be read for any
 reason (checksum, truncation, wrong format) is damaged: it is reported by
