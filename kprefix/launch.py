@@ -147,6 +147,14 @@ flags.DEFINE_float("weight_decay", 0.0, "Weight decay (see --weight_decay_mode).
 flags.DEFINE_enum("weight_decay_mode", "decoupled", ["coupled", "decoupled"],
                   "'decoupled': Keras's weight decay; 'coupled' (SGD): wd*w is added to the "
                   "gradient before momentum, as torch.optim.SGD(weight_decay=wd).")
+flags.DEFINE_float("adam_epsilon", 1e-7,
+                   "AdamW's epsilon: Keras's default 1e-7; the reference's PyTorch AdamW uses 1e-8.",
+                   lower_bound=0.0)
+flags.DEFINE_enum("text_loss", "auto", ["auto", "sequence_sum", "token_mean"],
+                  "Text: 'sequence_sum' sums each example's target-token losses and averages "
+                  "over examples (the reference's GPT-2 objective); 'token_mean' averages over "
+                  "all target tokens of the batch (the reference's BART loss); 'auto': the "
+                  "reference's choice for --task.")
 flags.DEFINE_float("clip_norm", 0.0,
                    "Clip all gradients together to this global norm (torch clip_grad_norm_); "
                    "0: off.", lower_bound=0)

@@ -247,7 +247,7 @@ def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epoch
 
 def make_optimizer(name, learning_rate, weight_decay, global_batch_size, total_steps,
                    warmup_steps, weight_decay_mode="decoupled", clip_norm=0.0,
-                   schedule=None):
+                   schedule=None, adam_epsilon=1e-7):
     """The paper's optimizers.
 
     `sgd`: SGD with momentum 0.9, base learning rate scaled by
@@ -258,6 +258,7 @@ def make_optimizer(name, learning_rate, weight_decay, global_batch_size, total_s
     the momentum, as `torch.optim.SGD` (see `kprefix.optimizers`).
     `clip_norm > 0` clips all gradients together by their global norm.
     `schedule` replaces the default per-step schedule (see `make_schedule`).
+    `adam_epsilon` is AdamW's epsilon (Keras's default 1e-7; PyTorch's 1e-8).
     """
     from kprefix import optimizers
 
@@ -283,8 +284,8 @@ def make_optimizer(name, learning_rate, weight_decay, global_batch_size, total_s
                              "AdamW's decay is decoupled: use --weight_decay_mode=decoupled.")
         if clip_norm:
             return optimizers.ClippedAdamW(schedule, weight_decay=weight_decay,
-                                           clip_norm=clip_norm)
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+                                           epsilon=adam_epsilon, clip_norm=clip_norm)
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, epsilon=adam_epsilon)
     raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
 
 

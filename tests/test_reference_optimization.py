@@ -225,6 +225,9 @@ def test_nlg_flagfiles_set_the_reference_training_settings(monkeypatch):
         # GPT-2 in eval mode (use_dropout=no); BART in train mode with its dropout.
         expected = name.startswith("xsum")
         assert values["backbone_dropout"] == expected, name
+        # GPT-2: summed per sequence (objective_mode=1); BART: CrossEntropyLoss's token mean.
+        assert values["text_loss"] == ("token_mean" if expected else "sequence_sum"), name
+        assert values["adam_epsilon"] == 1e-8 and values["drop_remainder"] is False, name
 
 
 def test_text_batches_keep_the_remainder_with_zero_weight_rows():
@@ -238,7 +241,7 @@ def test_text_batches_keep_the_remainder_with_zero_weight_rows():
     settings = SimpleNamespace(task="table_to_text", dataset="e2e", e2e_source_format="raw",
                                webnlg_source_format="raw",
                                batch_size=2, source_length=8, target_length=8, seed=0,
-                               drop_remainder=False, max_steps_per_epoch=0)
+                               drop_remainder=False, max_steps_per_epoch=0, text_loss="auto")
     make_epoch, steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
     batches = list(make_epoch(tf.constant(0, tf.int64)))
     assert steps == len(batches) == 3

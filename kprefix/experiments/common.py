@@ -42,10 +42,10 @@ def check_batching(FLAGS, strategy, steps_per_epoch):
             f"replicas of --strategy={FLAGS.strategy}; use a multiple of {replicas}.")
 
 
-def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=(),
+def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=(), loss=None,
                          **metrics):
-    """Compiles `model` with the flags' optimizer and schedule and a
-    sparse cross-entropy on logits; `metrics` go to `model.compile`.
+    """Compiles `model` with the flags' optimizer and schedule and `loss`
+    (default: a sparse cross-entropy on logits); `metrics` go to `model.compile`.
 
     `warmup` counts steps, or epochs with `--schedule_unit=epoch`;
     `no_weight_decay` lists variables kept out of the weight decay.
@@ -59,7 +59,7 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
         optimizer = train.make_optimizer(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
             steps_per_epoch * FLAGS.epochs, warmup, FLAGS.weight_decay_mode, FLAGS.clip_norm,
-            schedule=schedule)
+            schedule=schedule, adam_epsilon=FLAGS.adam_epsilon)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     if no_weight_decay and FLAGS.weight_decay:
@@ -67,7 +67,7 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
     metrics.setdefault("metrics", [])  # keras-hub tasks add their own metrics on "auto"
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=train.jit_compile_for(model.distribute_strategy, FLAGS.jit_compile),
         **metrics,
     )

@@ -25,7 +25,8 @@ from kprefix.metrics.rouge import rouge_f1
 from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
                                     read_webnlg_references, score_webnlg)
 from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
-from kprefix.tasks.text_features import causal_lm_features, seq2seq_preprocessor
+from kprefix.tasks.text_features import causal_lm_features, seq2seq_features
+from kprefix.tasks.text_loss import SequenceSumCrossentropy, resolve_text_loss, token_mean_weights
 from kprefix.tasks.tokenizers import load_tokenizer
 from kprefix.workdir import this_task, write_text
 
@@ -97,10 +98,7 @@ def _training_batches(FLAGS, tokenizer, examples):
                                       FLAGS.source_length + FLAGS.target_length,
                                       reference_framing=reference_framing(FLAGS))
     else:
-        preprocessor = seq2seq_preprocessor(tokenizer, FLAGS.source_length, FLAGS.target_length)
-
-        def features(source, target):
-            return preprocessor({"encoder_text": source, "decoder_text": target})
+        features = seq2seq_features(tokenizer, FLAGS.source_length, FLAGS.target_length)
 
     def make_epoch(epoch):
         # The order is a function of (seed, epoch) only, so resuming is exact.
@@ -113,6 +111,8 @@ def _training_batches(FLAGS, tokenizer, examples):
         if not FLAGS.drop_remainder:
             # The last partial batch is padded with zero-weight rows (static shapes).
             batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
+        if resolve_text_loss(FLAGS.text_loss, FLAGS.task) == "token_mean":
+            batches = batches.map(token_mean_weights)
         return batches.take(steps).prefetch(tf.data.AUTOTUNE)
     return make_epoch, steps
 
@@ -184,7 +184,7 @@ def prepare(FLAGS, prefix_config):
                            seed=FLAGS.seed)
         accounting = apply_method(model, FLAGS)
         compile_for_training(
-            model, FLAGS, steps, FLAGS.warmup_steps,
+            model, FLAGS, steps, FLAGS.warmup_steps, loss=SequenceSumCrossentropy(),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
     settings = decode_settings(FLAGS, tokenizer)

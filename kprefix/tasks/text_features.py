@@ -7,7 +7,10 @@ framed as Li & Liang's data-to-text datasets build them,
 and a trailing space (the latter its own token before `<eos>`), and prompts
 for generation are `' {source} <eos>'`. BART (summarization) uses keras-hub's own
 `BartSeq2SeqLMPreprocessor` (source to the encoder, target to the decoder).
-All outputs have fixed shapes, as XLA and TPUs need. The functions run in a
+All outputs have fixed shapes, as XLA and TPUs need, and padding masks are
+int32 (the backbones' input dtype): Keras's first `fit` under a
+multi-device strategy averages a batch over the replicas, which fails on bool
+tensors. The functions run in a
 graph (a `tf.data` map or a `tf.function`), where keras-hub tokenizers return
 ragged tensors.
 
@@ -53,7 +56,7 @@ def causal_lm_features(tokenizer, sources, targets, sequence_length, reference_f
     sequence = sequence.to_tensor(default_value=end, shape=shape)
     present = tf.ones_like(is_target).to_tensor(default_value=0, shape=shape)
     is_target = is_target.to_tensor(default_value=0, shape=shape)
-    x = {"token_ids": sequence[:, :-1], "padding_mask": tf.cast(present[:, :-1], tf.bool)}
+    x = {"token_ids": sequence[:, :-1], "padding_mask": tf.cast(present[:, :-1], tf.int32)}
     return x, sequence[:, 1:], tf.cast(is_target[:, 1:], tf.float32)
 
 
@@ -69,8 +72,18 @@ def prompt_features(tokenizer, sources, source_length, reference_framing=False):
     return prompt.to_tensor(default_value=end, shape=[None, source_length]), lengths
 
 
-def seq2seq_preprocessor(tokenizer, source_length, target_length):
-    """keras-hub's BART preprocessor with the given fixed lengths."""
-    return keras_hub.models.BartSeq2SeqLMPreprocessor(
+def seq2seq_features(tokenizer, source_length, target_length):
+    """`(sources, targets) -> (x, labels, sample_weight)` by keras-hub's BART
+    preprocessor with the given fixed lengths; padding masks as int32 and
+    token weights as float32, as `causal_lm_features` gives them."""
+    preprocessor = keras_hub.models.BartSeq2SeqLMPreprocessor(
         tokenizer, encoder_sequence_length=source_length, decoder_sequence_length=target_length
     )
+
+    def features(sources, targets):
+        x, labels, weights = preprocessor({"encoder_text": sources, "decoder_text": targets})
+        x = {name: tf.cast(value, tf.int32) if value.dtype == tf.bool else value
+             for name, value in x.items()}
+        return x, labels, tf.cast(weights, tf.float32)
+
+    return features
