@@ -10,11 +10,15 @@ Files, under the checkpoint folder, for global step N:
 
 - `ckpt-<N>.npz`: the arrays, keyed by variable path;
 - `ckpt-<N>.json`: the manifest (step, SHA-256 and size of the `.npz`),
-  written last, so a checkpoint without one was cut short and is ignored.
+  written last; `restore` considers only checkpoints that have one.
 
-Loading verifies the checksum. A damaged checkpoint is reported by name
-and the next older one is used; nothing is ever deleted but the oldest good
-checkpoints beyond `keep`.
+Loading verifies the checksum. A checkpoint that cannot be read for any
+reason (checksum, truncation, wrong format) is damaged: it is reported by
+name and the next older one is used. Nothing is ever deleted but the oldest
+verified checkpoints beyond `keep`, and nothing unverified is overwritten:
+a damaged checkpoint at a step written again is first renamed to
+`ckpt-<N>.npz.damaged`. A `.npz` without a readable manifest (`unverified()`)
+is never touched; `adopt_unverified` checks one by loading it into the model.
 
 Example:
 
@@ -37,6 +41,7 @@ import io
 import json
 import os
 import re
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +50,11 @@ from kprefix.workdir import exists, write_bytes, write_json
 
 gfile = tf.io.gfile
 _NAME = re.compile(r"ckpt-(\d+)\.json")
+_ARRAYS = re.compile(r"ckpt-(\d+)\.npz")
+# What reading a damaged `.npz` can raise: truncated or not a zip, a member
+# that is not an array file, object arrays (which need pickle), ...
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+               tf.errors.OpError)
 
 
 class CheckpointError(RuntimeError):
@@ -96,6 +106,7 @@ class CheckpointStore:
         self.directory = directory
         self.keep = keep
         self.writer = writer
+        self._good = set()  # steps verified (or written) by this process
 
     def _path(self, step, suffix):
         return os.path.join(self.directory, f"ckpt-{step}.{suffix}")
@@ -106,6 +117,76 @@ class CheckpointStore:
             return []
         found = (_NAME.fullmatch(name) for name in gfile.listdir(self.directory))
         return sorted(int(match.group(1)) for match in found if match)
+
+    def unverified(self):
+        """Names of `.npz` files no readable manifest vouches for, oldest step first.
+
+        Another run's files, or ones whose manifest was removed or damaged;
+        a killed save can leave one too (between the two renames).
+        """
+        if not gfile.isdir(self.directory):
+            return []
+        found = []
+        for name in gfile.listdir(self.directory):
+            match = _ARRAYS.fullmatch(name)
+            if match and self._manifest(int(match.group(1))) is None:
+                found.append((int(match.group(1)), name))
+        return [name for _, name in sorted(found)]
+
+    def _manifest(self, step):
+        """The manifest of `step` if it is readable and names its `.npz`, else None."""
+        try:
+            with gfile.GFile(self._path(step, "json"), "r") as f:
+                manifest = json.load(f)
+        except (OSError, ValueError, tf.errors.OpError):
+            return None
+        if not isinstance(manifest, dict) or manifest.get("file") != f"ckpt-{step}.npz" or \
+                not isinstance(manifest.get("sha256"), str):
+            return None
+        return manifest
+
+    def adopt_unverified(self, model, log=print):
+        """Verifies each `unverified()` file by loading it into `model`'s state.
+
+        One that loads, matches the model and holds finite values gets its
+        manifest and is a checkpoint from then on; any other is reported and
+        left in place (never overwritten, see the module doc). Returns the
+        adopted steps.
+        """
+        adopted = []
+        for name in self.unverified():
+            step = int(_ARRAYS.fullmatch(name).group(1))
+            path = self._path(step, "npz")
+            try:
+                with gfile.GFile(path, "rb") as f:
+                    payload = f.read()
+                arrays = _load_arrays(payload)
+                self._check_matches(model, arrays, step)
+                if any(a.dtype.kind == "f" and not np.all(np.isfinite(a))
+                       for a in arrays.values()):
+                    raise CheckpointError(f"{path} holds NaN or infinity")
+            except (CheckpointError, *_UNREADABLE) as error:
+                log(f"Not using {path}: it cannot be verified ({error}). It is left in place.")
+                continue
+            self._write_manifest(step, payload, len(arrays))
+            self._good.add(step)
+            adopted.append(step)
+            log(f"Verified {path} by loading it; it is a checkpoint again.")
+        return adopted
+
+    def _write_manifest(self, step, payload, variables):
+        write_json(self._path(step, "json"), {
+            "step": step, "file": f"ckpt-{step}.npz", "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(), "variables": variables,
+        })
+
+    def _set_aside(self, step, log=print):
+        """Renames the unverified files of `step` to `*.damaged` before `step` is written."""
+        for suffix in ("npz", "json"):
+            path = self._path(step, suffix)
+            if exists(path):
+                gfile.rename(path, path + ".damaged", overwrite=True)
+                log(f"Kept the damaged {path} as {path}.damaged before writing step {step}.")
 
     def save(self, model, step):
         """Writes the training state at global `step`; returns the `.npz` path.
@@ -128,12 +209,11 @@ class CheckpointStore:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         payload = buffer.getvalue()
+        if step not in self._good:
+            self._set_aside(step)
         try:
             write_bytes(path, payload)
-            write_json(self._path(step, "json"), {
-                "step": step, "file": os.path.basename(path), "bytes": len(payload),
-                "sha256": hashlib.sha256(payload).hexdigest(), "variables": len(arrays),
-            })
+            self._write_manifest(step, payload, len(arrays))
         except (OSError, tf.errors.OpError) as error:
             for leftover in (path, self._path(step, "json")):
                 if exists(leftover):
@@ -146,24 +226,38 @@ class CheckpointStore:
                    "free space and rerun the same command to resume."
                    if older else "Free space and rerun the same command.")
             ) from None
+        self._good.add(step)
         self._prune()
         return path
 
+    def _verified(self, step):
+        if step not in self._good:
+            try:
+                self.read(step)
+            except CheckpointError:
+                return False
+        return True
+
     def _prune(self):
-        for step in self.steps()[:-self.keep]:
+        """Deletes the oldest verified checkpoints beyond `keep`; damaged ones stay."""
+        good = [step for step in self.steps() if self._verified(step)]
+        for step in good[:-self.keep]:
             for suffix in ("npz", "json"):
                 if exists(self._path(step, suffix)):
                     gfile.remove(self._path(step, suffix))
+            self._good.discard(step)
 
     def read(self, step):
         """The arrays of checkpoint `step`, checksum verified; else `CheckpointError` saying why."""
-        manifest_path, path = self._path(step, "json"), self._path(step, "npz")
+        path = self._path(step, "npz")
+        manifest = self._manifest(step)
+        if manifest is None:
+            raise CheckpointError(f"{path} cannot be read (its manifest "
+                                  f"{self._path(step, 'json')} is missing or damaged)")
         try:
-            with gfile.GFile(manifest_path, "r") as f:
-                manifest = json.load(f)
             with gfile.GFile(path, "rb") as f:
                 payload = f.read()
-        except (OSError, ValueError, tf.errors.OpError) as error:
+        except (OSError, tf.errors.OpError) as error:
             raise CheckpointError(f"{path} cannot be read ({error})") from None
         digest = hashlib.sha256(payload).hexdigest()
         if len(payload) != manifest.get("bytes") or digest != manifest.get("sha256"):
@@ -171,8 +265,13 @@ class CheckpointStore:
                 f"{path} is damaged: its SHA-256 {digest[:12]}... ({len(payload)} bytes) does not "
                 f"match the {str(manifest.get('sha256'))[:12]}... ({manifest.get('bytes')} bytes) "
                 "recorded when it was written")
-        with np.load(io.BytesIO(payload)) as archive:
-            return {key: archive[key] for key in archive.files}
+        try:
+            arrays = _load_arrays(payload)
+        except _UNREADABLE as error:
+            raise CheckpointError(f"{path} cannot be read ({type(error).__name__}: {error})") \
+                from None
+        self._good.add(step)
+        return arrays
 
     def restore(self, model, log=print):
         """Loads the newest good checkpoint into `model`; returns its step (0 if none).
@@ -199,6 +298,13 @@ class CheckpointStore:
         return 0
 
     def _assign(self, model, arrays, step):
+        state = self._check_matches(model, arrays, step)
+        with model.distribute_strategy.scope():
+            for key, variable in state.items():
+                variable.assign(arrays[key])
+
+    def _check_matches(self, model, arrays, step):
+        """`model`'s training state, if `arrays` fit it; else `CheckpointError`."""
         state = training_state(model)
         missing, extra = sorted(set(state) - set(arrays)), sorted(set(arrays) - set(state))
         wrong = [key for key in set(state) & set(arrays)
@@ -211,6 +317,10 @@ class CheckpointStore:
             raise CheckpointError(
                 f"checkpoint {self._path(step, 'npz')} is from a different model ({details}). "
                 "Use the flags the run started with, or a new --workdir.")
-        with model.distribute_strategy.scope():
-            for key, variable in state.items():
-                variable.assign(arrays[key])
+        return state
+
+
+def _load_arrays(payload):
+    """The arrays of `.npz` bytes, without pickle; raises one of `_UNREADABLE`."""
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}

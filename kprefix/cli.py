@@ -9,14 +9,18 @@ call. Before absl parses the command line it
 2. sets TensorFlow's log levels from `--verbosity` (`kprefix.logs`), before
    anything imports TensorFlow;
 3. answers `--help` / `--helpfull` with the command's own flags first, in
-   their source groups (`kprefix.flag_help`).
+   their source groups (`kprefix.flag_help`);
+4. turns every error, found while parsing the flags or later, into one line
+   on stderr with exit status 2 (usage) or 1 (run failure) (`kprefix.errors`);
+   with `--verbosity` the traceback comes first.
 """
 
+import functools
 import sys
 
 from absl import app, flags
 
-from kprefix import flag_help, flagfiles, logs
+from kprefix import errors, flag_help, flagfiles, logs
 
 
 def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
@@ -26,7 +30,7 @@ def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
         try:
             argv = flagfiles.expand_flagfiles(argv, keep_config="config" in flags.FLAGS)
         except flagfiles.FlagfileError as error:
-            sys.exit(f"FATAL Flags parsing error: {error}")
+            _exit_with(app.UsageError(str(error)), argv)
     logs.configure_tensorflow_logging(argv)
     wanted = flag_help.requested_help(argv)
     if wanted:
@@ -34,7 +38,24 @@ def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
         print(flag_help.render_help(main.__module__, full=wanted == "full",
                                     title=(module.__doc__ or "").strip()))
         sys.exit(0)
-    if flags_parser is None:
-        app.run(main, argv=argv)
-    else:
-        app.run(main, argv=argv, flags_parser=flags_parser)
+    app.run(_one_line_errors(main, argv), argv=argv,
+            flags_parser=_one_line_errors(flags_parser or flags.FLAGS, argv))
+
+
+def _exit_with(error, argv):
+    sys.exit(errors.report(error, show_traceback=logs.verbosity_from_argv(argv) is not None))
+
+
+def _one_line_errors(function, argv):
+    """`function`, whose exceptions end the process with one line (see module doc)."""
+    @functools.wraps(function)
+    def guarded(*args):
+        try:
+            return function(*args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except flags.Error as error:  # a flag value absl refused while parsing
+            _exit_with(app.UsageError(f"{error} (--help lists the flags)"), argv)
+        except Exception as error:  # noqa: BLE001 - every failure becomes one line
+            _exit_with(error, argv)
+    return guarded

@@ -7,6 +7,10 @@ from `TF_CONFIG` whose failures are bounded in time:
   `peer_timeout_seconds` without a heartbeat, and every collective waits at
   most that long (`CommunicationOptions(timeout_seconds=...)`), so a survivor
   stops instead of waiting forever for a dead peer;
+- evaluation, export and checkpointing take as long as they take: before
+  them `lengthen_collective_timeout` and `wait_for_peers` give the peers a
+  separate, longer bound (`--phase_timeout_seconds`), while the heartbeat
+  still finds a dead peer within `peer_timeout_seconds`;
 - `exit_on_signals` makes SIGTERM and SIGINT end the process even while its
   main thread is blocked inside a collective, where Python signal handlers
   cannot run;
@@ -62,11 +66,13 @@ def cluster_from_tf_config(tf_config=None):
 def make_multi_worker_strategy(peer_timeout_seconds):
     """A MultiWorkerMirroredStrategy whose dead peers are detected in bounded time.
 
-    Every collective waits at most `peer_timeout_seconds`, and the
+    Every training collective waits at most `peer_timeout_seconds`, and the
     coordination service declares a worker dead after that long without a
     heartbeat. Both must exceed the slowest step of a healthy worker
     (compilation included): the first step's collectives start only when every
-    worker has compiled.
+    worker has compiled. Waits outside training steps, for a peer that is
+    alive but busy (the chief writing a checkpoint or an export, evaluation),
+    get a longer bound: see `lengthen_collective_timeout` and `wait_for_peers`.
     """
     if peer_timeout_seconds <= 0:
         raise ValueError(f"--peer_timeout_seconds={peer_timeout_seconds} must be positive.")
@@ -99,6 +105,48 @@ def make_multi_worker_strategy(peer_timeout_seconds):
     if threading.current_thread() is threading.main_thread():
         exit_on_signals()
     return strategy
+
+
+def _several_workers(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def lengthen_collective_timeout(strategy, seconds):
+    """Collectives that `strategy` builds from now on wait up to `seconds` for a peer.
+
+    For the phases after training (evaluation, export), whose functions are
+    traced after this call: one worker may reach a collective long before a
+    slower one, which is still alive (its heartbeat says so). A dead peer is
+    still found by the heartbeat. Does nothing outside a multi-worker cluster.
+
+    >>> lengthen_collective_timeout(tf.distribute.get_strategy(), 3600)
+    """
+    if not _several_workers(strategy):
+        return
+    extended = strategy.extended
+    options = extended._communication_options.merge(
+        tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(seconds)))
+    extended._communication_options = options
+    for ops in (extended._cross_device_ops, extended._host_cross_device_ops):
+        ops._options = options
+
+
+def wait_for_peers(strategy, name, seconds):
+    """Waits at most `seconds` until every worker has called this with `name`.
+
+    After a checkpoint, so that no worker waits inside a training collective
+    (bounded by the short peer timeout) while the chief is still writing.
+    A dead peer ends the wait early (the barrier fails when the heartbeat
+    finds a worker unhealthy). Does nothing outside a multi-worker cluster.
+
+    >>> wait_for_peers(tf.distribute.get_strategy(), "checkpoint-1", 60)
+    """
+    if not _several_workers(strategy):
+        return
+    from tensorflow.python.eager import context
+
+    context.context().wait_at_barrier(f"kprefix-{name}", int(seconds * 1000))
 
 
 def patch_keras_shape_build():

@@ -311,7 +311,7 @@ def shard_by_data(dataset):
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; nothing of that state was written."""
+    """The loss became NaN or infinite, or exploded; nothing of that state was written."""
 
     def __init__(self, step, what):
         super().__init__(
@@ -334,40 +334,95 @@ class Preempted(RuntimeError):
 class RunGuard(keras.callbacks.Callback):
     """Checks every step's loss, checkpoints, and answers SIGTERM.
 
-    The loss check runs before anything is saved at that step, so a
-    non-finite state never reaches a checkpoint. `step` counts global
-    training steps on the host, from the step the run resumed at, so no
-    device read is needed to know it.
+    The checks run before anything is saved at that step, so a non-finite
+    or exploded state never reaches a checkpoint. With a `divergence_factor`
+    (0: only NaN and infinity count), training explodes when its loss
+    exceeds that many times the median of the first `reference_steps`
+    losses this process saw, or when, at a checkpoint, the norm of the
+    trainable weights exceeds that many times its norm at the start (at
+    least 1): a prefix blown up to 1e30 can leave the loss finite and flat,
+    as attention and LayerNorm saturate. `step` counts global training steps
+    on the host, from the step the run resumed at, so no device read is
+    needed to know it.
+
+    >>> guard = RunGuard(store=None, divergence_factor=100, reference_steps=2)
+    >>> for loss in (2.0, 4.0, 250.0):
+    ...     guard.on_train_batch_end(0, {"loss": loss})
+    >>> guard.on_train_batch_end(0, {"loss": 301.0})
+    Traceback (most recent call last):
+    ...
+    kprefix.train.Diverged: the training loss exploded to 301 (above 100 x 3, the median of the first 2 steps' losses; --divergence_factor) at step 4. Nothing from that step on was saved; the last good checkpoint is kept. Lower --learning_rate (or check the data) and use a new --workdir, or rerun to resume from the last checkpoint.
     """
 
-    def __init__(self, store, resumed_step=0, every_steps=0):
+    def __init__(self, store, resumed_step=0, every_steps=0, divergence_factor=0.0,
+                 reference_steps=10, after_checkpoint=None):
         super().__init__()
         self.store = store
+        self.after_checkpoint = after_checkpoint
         self.every_steps = every_steps
+        self.divergence_factor = divergence_factor
+        self.reference_steps = reference_steps
+        self.first_losses = []
+        self.start_norm = None
         self.terminate = False
         self.step = self.last_saved = resumed_step
 
-    def save(self, step):
+    def on_train_begin(self, logs=None):
+        if self.divergence_factor:
+            self.start_norm = self.weights_norm()
+
+    def weights_norm(self):
+        return math.sqrt(sum(float(np.sum(np.square(np.asarray(w, np.float64))))
+                             for w in self.model.trainable_weights))
+
+    def save(self, step, wait=False):
+        """Checkpoints `step`; with `wait`, then calls `after_checkpoint(step)`
+        (every worker saves at the same steps; not so on SIGTERM)."""
         if step != self.last_saved:
+            if self.start_norm is not None:
+                norm, bound = self.weights_norm(), self.divergence_factor * max(self.start_norm, 1)
+                if not norm <= bound:
+                    raise Diverged(step, f"the trainable weights exploded to norm {norm:.6g} "
+                                         f"(above {self.divergence_factor:.6g} x "
+                                         f"{max(self.start_norm, 1):.6g}, their norm at the "
+                                         "start; --divergence_factor)")
             try:
                 self.store.save(self.model, step)
             except NonFiniteState as error:
                 raise Diverged(step, f"the weights became non-finite ({error})") from None
             self.last_saved = step
+            if wait and self.after_checkpoint is not None:
+                self.after_checkpoint(step)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         self.step = step = self.step + 1
-        if loss is not None and not np.isfinite(float(loss)):
-            raise Diverged(step, f"the training loss became {float(loss)}")
+        if loss is not None:
+            self.check_loss(step, float(loss))
         if self.every_steps and step % self.every_steps == 0:
-            self.save(step)
+            self.save(step, wait=True)
         if self.terminate:
             self.save(step)
             raise Preempted(step, self.store.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(self.step)
+        self.save(self.step, wait=True)
+
+    def check_loss(self, step, loss):
+        """Raises `Diverged` for a non-finite loss, or one `divergence_factor` too large."""
+        if not np.isfinite(loss):
+            raise Diverged(step, f"the training loss became {loss}")
+        if not self.divergence_factor:
+            return
+        if len(self.first_losses) < self.reference_steps:
+            self.first_losses.append(loss)
+            return
+        reference = float(np.median(self.first_losses))
+        if loss > self.divergence_factor * max(reference, np.finfo(np.float32).tiny):
+            raise Diverged(step, f"the training loss exploded to {loss:.6g} (above "
+                                 f"{self.divergence_factor:.6g} x {reference:.6g}, the median of "
+                                 f"the first {len(self.first_losses)} steps' losses; "
+                                 "--divergence_factor)")
 
 
 class _OnSigterm:
@@ -416,7 +471,8 @@ class EpochLine(keras.callbacks.Callback):
 
 
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
-        chief=True, verbose=None, log=print):
+        chief=True, verbose=None, log=print, divergence_factor=0.0, adopt_unverified=False,
+        after_checkpoint=None):
     """Trains `model` (compiled) to `epochs`, resuming from `workdir` if possible.
 
     Every process of a cluster calls this; only the `chief` writes
@@ -425,8 +481,15 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     from (0 for a fresh run). Raises `Diverged` or `Preempted` as described
     in the module docstring. `verbose=None` shows Keras' progress bar on a
     terminal and one plain line per epoch (`EpochLine`) when stdout is piped.
+    `divergence_factor` bounds the loss (see `RunGuard`); `adopt_unverified`
+    verifies checkpoint files without a manifest by loading them (see
+    `CheckpointStore.adopt_unverified`); `after_checkpoint(step)` runs on
+    every worker after each checkpoint of an epoch end or of
+    `checkpoint_every_steps`.
     """
     store = CheckpointStore(os.path.join(workdir, "checkpoints"), writer=chief)
+    if adopt_unverified and chief:
+        store.adopt_unverified(model, log=log)
     resumed_step = store.restore(model, log=log)
     first_epoch, offset = divmod(resumed_step, steps_per_epoch)
     if first_epoch >= epochs:
@@ -434,7 +497,8 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     elif resumed_step:
         log(f"Resumed from {store.directory} at step {resumed_step} "
             f"(epoch {first_epoch + 1}, step {offset} of {steps_per_epoch}).")
-    guard = RunGuard(store, resumed_step, checkpoint_every_steps)
+    guard = RunGuard(store, resumed_step, checkpoint_every_steps, divergence_factor,
+                     after_checkpoint=after_checkpoint)
     callbacks = [guard]
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))

@@ -281,6 +281,21 @@ class WorkdirLock:
         except (json.JSONDecodeError, tf.errors.OpError, OSError):
             return None  # vanished or half-written by a killed run: treat as stale
 
+    def check_free(self):
+        """Raises `WorkdirBusy` if a live run holds the lock; returns a stale holder or None.
+
+        Reads only: a run checks this before it writes anything.
+        """
+        holder = self._read() if exists(self.path) else None
+        if holder is not None and holder.get("token") != self.token and not self._stale(holder):
+            raise WorkdirBusy(
+                f"{os.path.dirname(self.path)} is in use by a live run (host {holder.get('host')}, "
+                f"pid {holder.get('pid')}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}). "
+                "Wait for it to finish, stop it, or use another --workdir."
+            )
+        return holder
+
     def acquire(self):
         started = time.time()
         gfile.makedirs(os.path.dirname(self.path))
@@ -293,15 +308,7 @@ class WorkdirLock:
                 return self
             except FileExistsError:
                 pass
-        holder = self._read() if exists(self.path) else None
-        if holder is not None and holder.get("token") != self.token and not self._stale(holder):
-            raise WorkdirBusy(
-                f"{os.path.dirname(self.path)} is in use by a live run (host {holder.get('host')}, "
-                f"pid {holder.get('pid')}, started "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('started', 0)))}). "
-                "Wait for it to finish, stop it, or use another --workdir."
-            )
-        self.took_over = holder
+        self.took_over = self.check_free()
         write_json(self.path, self._record(started))
         if self._read().get("token") != self.token:  # lost a race on a non-local filesystem
             raise WorkdirBusy(f"another run took {self.path} at the same moment; "
@@ -340,8 +347,10 @@ class ChangedRunConfig(ValueError):
     """A restart asked for settings other than the ones the run started with."""
 
 
-def check_run_config(workdir, config, growable=("epochs",)):
+def check_run_config(workdir, config, growable=("epochs",), record=True):
     """Records `config` in `<workdir>/run_config.json`, or checks it against the record.
+
+    With `record=False` it only checks, and writes nothing.
 
     `config` maps flag names to values. A restart must use the recorded
     values, except that the flags in `growable` may increase. Raises
@@ -360,7 +369,8 @@ def check_run_config(workdir, config, growable=("epochs",)):
     path = os.path.join(workdir, "run_config.json")
     config = json.loads(json.dumps(config, default=str))  # compare as recorded
     if not exists(path):
-        write_json(path, config)
+        if record:
+            write_json(path, config)
         return []
     recorded = read_json(path)
     changed, grown = [], []
@@ -377,6 +387,6 @@ def check_run_config(workdir, config, growable=("epochs",)):
             f"{workdir} was started with other settings: {', '.join(changed)}. Restart with "
             "the recorded values, or use a new --workdir for a new run."
         )
-    if grown:
+    if grown and record:
         write_json(path, config)
     return grown

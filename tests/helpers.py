@@ -49,3 +49,25 @@ def bart_inputs(batch=2, source=8, target=6, seed=0):
         "decoder_token_ids": rng.integers(1, 64, size=(batch, target)).astype("int32"),
         "decoder_padding_mask": np.ones((batch, target), "int32"),
     }
+
+
+def assert_one_line_error(result, status, *texts):
+    """`result` (a finished process) failed with `status` and one `Error:` line
+    holding `texts`: no traceback, no flag dump, fewer than 5 lines on stderr."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == status, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr and len(lines) < 5, result.stderr[-3000:]
+    errors = [line for line in lines if line.startswith("Error: ")]
+    assert len(errors) == 1, lines
+    for text in texts:
+        assert text in errors[0], (text, errors[0])
+
+
+def file_digests(folder):
+    """{relative path: SHA-256} of every file under `folder`, to show nothing changed."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}

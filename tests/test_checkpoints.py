@@ -1,5 +1,9 @@
-"""Checkpoints: exact round trip, checksums, fallback, never NaN, a full disk."""
+"""Checkpoints: exact round trip, checksums, fallback, never NaN, a full disk,
+nothing unverified overwritten or pruned."""
 
+import hashlib
+import io
+import json
 import os
 import subprocess
 
@@ -70,6 +74,83 @@ def test_damaged_newest_is_named_and_the_previous_one_is_used(tmp_path):
     for a, b in zip(expected, _values(model)):
         np.testing.assert_array_equal(a, b)
     assert (tmp_path / "ckpt-2.npz").exists()  # nothing is deleted
+
+
+def _with_manifest(folder, step, payload):
+    """Writes `payload` as checkpoint `step` with a manifest that vouches for it."""
+    (folder / f"ckpt-{step}.npz").write_bytes(payload)
+    (folder / f"ckpt-{step}.json").write_text(json.dumps({
+        "step": step, "file": f"ckpt-{step}.npz", "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest()}))
+
+
+def _object_arrays():
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=np.array([{"a": 1}], dtype=object))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind, payload", [
+    ("not a zip", b"PK this is no archive"),
+    ("object arrays", _object_arrays()),
+])
+def test_unreadable_checkpoint_of_any_kind_is_damaged_and_the_previous_one_is_used(
+        kind, payload, tmp_path):
+    model = _trained()
+    store = CheckpointStore(str(tmp_path))
+    store.save(model, step=1)
+    _with_manifest(tmp_path, 2, payload)
+    messages = []
+    assert CheckpointStore(str(tmp_path)).restore(model, log=messages.append) == 1, kind
+    assert "ckpt-2.npz cannot be read" in messages[0] and "left in place" in messages[0]
+    assert (tmp_path / "ckpt-2.npz").read_bytes() == payload
+
+
+def test_pruning_counts_only_good_checkpoints_and_keeps_damaged_ones(tmp_path):
+    model = _trained()
+    for step in (1, 2, 3):
+        CheckpointStore(str(tmp_path), keep=2).save(model, step)
+    _flip_one_bit(tmp_path / "ckpt-2.npz")
+    damaged = (tmp_path / "ckpt-2.npz").read_bytes()
+    store = CheckpointStore(str(tmp_path), keep=2)  # a restarted run
+    for step in (4, 5):
+        store.save(model, step)
+    assert store.steps() == [2, 4, 5]  # 3 was the oldest good one beyond two
+    assert (tmp_path / "ckpt-2.npz").read_bytes() == damaged
+
+
+def test_files_without_a_manifest_are_listed_and_never_overwritten(tmp_path):
+    model = _trained()
+    store = CheckpointStore(str(tmp_path), keep=1)
+    store.save(model, step=1)
+    (tmp_path / "ckpt-1.json").unlink()
+    (tmp_path / "ckpt-2.npz").write_bytes(b"another run's file")
+    (tmp_path / "ckpt-3.npz").write_bytes(b"a file whose manifest is damaged")
+    (tmp_path / "ckpt-3.json").write_text("{not json")
+    assert store.unverified() == ["ckpt-1.npz", "ckpt-2.npz", "ckpt-3.npz"]
+    store.save(model, step=2)
+    store.save(model, step=3)
+    assert (tmp_path / "ckpt-2.npz.damaged").read_bytes() == b"another run's file"
+    assert (tmp_path / "ckpt-3.npz.damaged").read_bytes() == b"a file whose manifest is damaged"
+    assert (tmp_path / "ckpt-1.npz").exists()
+    assert store.steps() == [3]
+
+
+def test_unverified_files_are_adopted_only_when_they_load_into_the_model(tmp_path):
+    model = _trained()
+    store = CheckpointStore(str(tmp_path))
+    store.save(model, step=4)
+    expected = _values(model)
+    (tmp_path / "ckpt-4.json").unlink()
+    (tmp_path / "ckpt-6.npz").write_bytes(b"truncated")
+    fresh = _trained(steps=0)
+    messages = []
+    assert store.adopt_unverified(fresh, log=messages.append) == [4]
+    assert any("ckpt-6.npz: it cannot be verified" in m for m in messages), messages
+    assert store.unverified() == ["ckpt-6.npz"]
+    assert store.restore(fresh, log=messages.append) == 4
+    for a, b in zip(expected, _values(fresh)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):

@@ -6,6 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from absl import app, flags
+
+from helpers import assert_one_line_error
+from kprefix import launch
 
 
 def _launch(*flags, cwd=None, timeout=600):
@@ -22,11 +26,64 @@ def _launch(*flags, cwd=None, timeout=600):
     ("--backbone=no_such_backbone", "--backbone='no_such_backbone'"),
     ("--dataset=imagenet_by_hand", "--dataset='imagenet_by_hand'"),
     ("--image_normalization=preset", "--image_normalization=preset"),
+    ("--prefix_placement=99", "prefix placement names layers [99]"),
 ])
 def test_bad_flags_fail_with_the_flag_named(flag, message, tmp_path):
-    result = _launch(flag, f"--workdir={tmp_path}")
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr[-2000:]
+    result = _launch(flag, f"--workdir={tmp_path / 'run'}")
+    assert_one_line_error(result, 2, message)
+    assert not (tmp_path / "run").exists()
+
+
+def _launch_flags_of_type(kind):
+    return sorted(f.name for f in flags.FLAGS.get_flags_for_module(launch)
+                  if f.flag_type() == kind)
+
+
+@pytest.fixture
+def parsed():
+    """Parses a launch command line in this process as `kprefix.launch` does,
+    then checks it with `launch.check_settings` (the checks that need no data
+    or model); returns the error the launch would print as its one line."""
+    def check(*args):
+        flags.FLAGS.unparse_flags()
+        try:
+            flags.FLAGS(["launch", *args])
+            launch.check_settings()
+        except (flags.Error, app.UsageError) as error:
+            return str(error)
+        return None
+    yield check
+    flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("value", [0, -1])
+@pytest.mark.parametrize("name", _launch_flags_of_type("int"))
+def test_every_integer_flag_refuses_values_it_cannot_use(name, value, parsed, tmp_path):
+    """-1 is never a count, size or seed; 0 only where the help says what it means."""
+    error = parsed(f"--{name}={value}", f"--workdir={tmp_path / 'run'}")
+    if error is None:
+        assert value == 0 and "0" in flags.FLAGS[name].help, (
+            f"--{name}={value} passes the checks; its help does not say what {value} means")
+    else:
+        assert f"--{name}" in error and "\n" not in error.strip(), error
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", _launch_flags_of_type("string enum"))
+def test_every_enum_flag_refuses_a_bogus_value(name, parsed):
+    error = parsed(f"--{name}=bogus")
+    assert error is not None and f"--{name}=bogus" in error and "one of" in error, error
+
+
+@pytest.mark.parametrize("flag", ["--num_beams=0", "--eval_batch_size=0", "--epochs=-1",
+                                  "--prefix_length=0", "--seed=-1", "--task=bogus",
+                                  "--precision=fp8", "--learning_rate=nan",
+                                  "--min_new_tokens=9", "--workdir=", "--workdir=  "])
+def test_bad_values_fail_in_one_line_before_anything_is_written(flag, tmp_path):
+    workdir = [] if flag.startswith("--workdir") else [f"--workdir={tmp_path / 'run'}"]
+    result = _launch(*workdir, "--max_new_tokens=8", flag, cwd=tmp_path)
+    assert_one_line_error(result, 2, flag.split("=")[0])
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_tfds_dataset_names_the_preparation(tmp_path):
@@ -63,3 +120,11 @@ def test_short_run_trains_evaluates_checkpoints_and_exports(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Training already finished" in again.stdout
     assert json.loads((workdir / "results.json").read_text())["resumed_from_step"] == 2 * steps
+
+
+def test_verbosity_adds_the_traceback_above_the_one_line(tmp_path):
+    result = _launch("--verbosity=0", "--min_new_tokens=9", "--max_new_tokens=8",
+                     f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Traceback")
+    assert result.stderr.splitlines()[-1].startswith("Error: --min_new_tokens=9 exceeds")

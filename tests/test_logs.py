@@ -40,7 +40,7 @@ def test_verbosity_sets_tensorflow_log_levels(monkeypatch):
     import logging
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     logs.configure_tensorflow_logging(["prog", "--epochs=1"])
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert logging.getLogger("tensorflow").level == logging.WARNING
     logs.configure_tensorflow_logging(["prog", "--verbosity=0"])
     assert logging.getLogger("tensorflow").level == logging.INFO

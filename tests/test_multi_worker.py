@@ -137,6 +137,38 @@ def test_dead_peer_fails_fast_and_a_restart_resumes(tmp_path):
     assert code == 128 + signal.SIGTERM, log[-3000:]
 
 
+def _throttle(process, running=0.25, stopped=0.75):
+    """Lets `process` run `running` seconds of every `running + stopped` until it
+    exits: a machine so loaded that the process gets a quarter of a core. Its
+    heartbeat threads still run every second, as on a live machine."""
+    while process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(stopped)
+        process.send_signal(signal.SIGCONT)
+        time.sleep(running)
+
+
+@pytest.mark.large
+def test_slow_evaluation_and_export_beyond_the_peer_timeout_are_no_dead_peer(tmp_path):
+    """The chief evaluates, exports and writes its results four times slower
+    than worker 1, for far longer than --peer_timeout_seconds: both finish."""
+    peer_timeout = 6
+    flags = QUICK + ["--epochs=1", "--batch_size=128", f"--peer_timeout_seconds={peer_timeout}",
+                     f"--workdir={tmp_path / 'run'}"]
+    with Cluster(2, flags, log_dir=tmp_path) as cluster:
+        # The epoch line follows the epoch's checkpoint: training is over.
+        assert cluster.wait_for_log(0, "Epoch 1/1", timeout=240), cluster.log(0)[-3000:]
+        slowed = time.monotonic()
+        _throttle(cluster.processes[0])
+        slow_phase = time.monotonic() - slowed
+        codes = cluster.wait(timeout=120)
+        logs = [cluster.log(0), cluster.log(1)]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert slow_phase > 2 * peer_timeout, f"the slowed phase took only {slow_phase:.0f} s"
+    assert "Lost worker" not in logs[0] + logs[1]
+    assert (tmp_path / "run" / "export" / "saved_model.pb").exists()
+
+
 def test_peer_failure_message_names_the_other_worker():
     config = json.dumps({"cluster": {"worker": ["a:1", "b:2", "c:3"]},
                          "task": {"type": "worker", "index": 2}})

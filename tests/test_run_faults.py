@@ -1,11 +1,16 @@
-"""`python -m kprefix.launch` under faults: kills, SIGTERM, NaN, a busy or reused
-workdir, bad sizes, bad serving inputs, and a workdir on TF's `ram://` filesystem.
+"""`python -m kprefix.launch` under faults: kills, SIGTERM, NaN and explosion, a
+busy or reused workdir, bad settings, files left by other runs, a full disk, no
+network, bad serving inputs, and a workdir on TF's `ram://` filesystem.
 
 Every run is a real process, as a user or a cluster manager would start it.
+Failures must end with their exit status and one `Error:` line, and leave
+what was written before as it was.
 """
 
+import csv
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from helpers import assert_one_line_error, file_digests
 from kprefix.checkpoints import CheckpointStore
 from kprefix.data.nlg import locate_shared_data_dir
 from kprefix.workdir import WorkdirLock
@@ -26,9 +32,9 @@ DIGITS_STEPS = 1437 // 128  # training examples / batch size
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
 
 
-def launch(*flags, timeout=600):
+def launch(*flags, timeout=600, env=ENV, **options):
     return subprocess.run([sys.executable, "-m", "kprefix.launch", *flags], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
+                          text=True, timeout=timeout, env=env, **options)
 
 
 def final_state(workdir):
@@ -175,8 +181,120 @@ def test_sizes_that_cannot_train_are_usage_errors(flag, message, tmp_path):
 def test_unwritable_workdir_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("")
     result = launch(*QUICKSTART, f"--workdir={tmp_path / 'file' / 'run'}")
-    assert result.returncode != 0
-    assert "--workdir=" in result.stderr and "cannot write" in result.stderr
+    assert_one_line_error(result, 2, "--workdir=", "cannot write")
+
+
+def test_bad_dataset_writes_nothing(tmp_path):
+    result = launch(*QUICKSTART, "--dataset=bogus", f"--workdir={tmp_path / 'run'}")
+    assert_one_line_error(result, 2, "--dataset='bogus'")
+    assert not (tmp_path / "run").exists()  # so the corrected rerun is not refused
+
+
+def test_changed_settings_are_refused_in_one_line(tmp_path):
+    (tmp_path / "run_config.json").write_text(json.dumps({"learning_rate": 0.5}))
+    before = file_digests(tmp_path)
+    result = launch(*QUICKSTART, f"--workdir={tmp_path}")
+    assert_one_line_error(result, 2, "was started with other settings",
+                          "--learning_rate=0.5 (now 0.8)")
+    assert file_digests(tmp_path) == before
+
+
+def test_missing_tf_config_is_a_usage_error_in_one_line(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
+    result = launch(*QUICKSTART, "--strategy=multi_worker_mirrored",
+                    f"--workdir={tmp_path / 'run'}", env=env)
+    assert_one_line_error(result, 2, "needs TF_CONFIG")
+    assert not (tmp_path / "run").exists()
+
+
+def test_hub_handle_without_network_or_repository_fails_fast_in_one_line(tmp_path):
+    start = time.monotonic()
+    result = launch(*QUICKSTART, "--backbone=hf://nobody/nothing",
+                    f"--workdir={tmp_path / 'run'}")
+    assert result.returncode in (1, 2)
+    # Without network: "no network: ... cannot reach huggingface.co"; with
+    # network the hub answers that the repository does not exist.
+    assert_one_line_error(result, result.returncode, "nobody/nothing")
+    assert time.monotonic() - start < 120
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.large
+def test_checkpoint_files_without_manifest_stop_the_start_and_are_never_overwritten(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "ckpt-3.npz").write_bytes(b"left by a run whose manifests were removed")
+    before = file_digests(tmp_path)
+    flags = [*QUICKSTART, "--epochs=1", "--checkpoint_every_steps=1", "--noexport",
+             f"--workdir={tmp_path}"]
+    refused = launch(*flags)
+    assert_one_line_error(refused, 2, "ckpt-3.npz", "Move them away",
+                          "--resume_from_unverified")
+    assert file_digests(tmp_path) == before
+
+    verified = launch(*flags, "--resume_from_unverified")
+    assert verified.returncode == 0, verified.stderr[-3000:]
+    assert "Not using" in verified.stdout and "ckpt-3.npz" in verified.stdout
+    # Set aside when step 3 was written again, and never pruned.
+    assert (folder / "ckpt-3.npz.damaged").read_bytes() == (
+        b"left by a run whose manifests were removed")
+    assert CheckpointStore(str(folder)).steps() == [DIGITS_STEPS - 2, DIGITS_STEPS - 1,
+                                                    DIGITS_STEPS]
+
+
+def _limit_file_size(limit):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.large
+def test_full_disk_during_export_is_one_line_and_checkpoints_stay_good(tmp_path):
+    """A file-size limit between the checkpoint's size and the export's makes
+    the export's writes fail as on a full disk (EFBIG instead of ENOSPC)."""
+    result = launch(*QUICKSTART, "--epochs=1", "--prefix_length=2", f"--workdir={tmp_path}",
+                    preexec_fn=_limit_file_size(600_000))
+    assert_one_line_error(result, 1, "file-size limit", "export", "rerun the same command")
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    assert store.steps() == [DIGITS_STEPS] and store.read(DIGITS_STEPS)
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("export")]
+    assert not (tmp_path / "results.json").exists()
+
+
+def write_generated_e2e(folder, pairs=16):
+    """E2E-format CSVs of `pairs` made-up restaurant descriptions under `folder/e2e`."""
+    (folder / "e2e").mkdir(parents=True)
+    names, foods = ["Aromi", "Cotto", "Zizzi", "Wildwood"], ["Thai", "Italian", "French"]
+    rows = [(f"name[{names[i % 4]}], food[{foods[i % 3]}]",
+             f"{names[i % 4]} serves {foods[i % 3]} food .") for i in range(pairs)]
+    for name in ("trainset_tokenized.csv", "devset.csv", "testset_w_refs.csv"):
+        with open(folder / "e2e" / name, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([("mr", "ref"), *rows])
+    return folder
+
+
+@pytest.mark.large
+def test_text_run_whose_weights_explode_with_a_finite_loss_is_diverged(tmp_path):
+    """At a learning rate of 1e30 the prefix blows up while attention and
+    LayerNorm keep the loss finite and flat; the guard still stops the run.
+    TensorFlow's C++ error lines (oneDNN's DT_INT64 notice) stay hidden."""
+    data = write_generated_e2e(tmp_path / "data")
+    workdir = tmp_path / "run"
+    env = {k: v for k, v in ENV.items() if not k.startswith("TF_CPP_")}
+    result = launch("--task=table_to_text", "--backbone=gpt2_tiny", "--dataset=e2e",
+                    f"--text_data_dir={data}", "--batch_size=2", "--epochs=2",
+                    "--optimizer=adamw", "--learning_rate=1e30", "--warmup_steps=0",
+                    "--prefix_length=2", "--source_length=32", "--target_length=16",
+                    "--num_beams=1", "--max_new_tokens=4", "--min_new_tokens=1",
+                    "--max_eval_examples=2", "--eval_batch_size=2", "--checkpoint_every_steps=3",
+                    f"--workdir={workdir}", env=env)
+    assert_one_line_error(result, 1, "training diverged", "exploded")
+    assert "E0000" not in result.stderr and "DT_INT64" not in result.stderr
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["status"] == "diverged"
+    store = CheckpointStore(str(workdir / "checkpoints"))
+    assert all(step < results["diverged_at_step"] for step in store.steps())
+    assert not [name for name in os.listdir(workdir) if name.startswith("export")]
 
 
 @pytest.mark.large

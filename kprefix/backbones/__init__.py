@@ -93,6 +93,7 @@ def build_backbone(name, dtype=None, seed=0, dropout=True):
                 "keras-hub preset (save one with `backbone.save_to_preset(dir)`) nor a "
                 "Hugging Face checkpoint (`model.save_pretrained(dir)`)."
             )
+        hub.check_reachable(name)
         cls = check_supported(name)
         family = next(known for known in FAMILIES if issubclass(cls, known))
         return hub.load_backbone(name, dtype=dtype, **_without_dropout(family, dropout))

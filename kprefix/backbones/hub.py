@@ -24,6 +24,9 @@ Example (a keras-hub preset saved to a folder, read back by its path):
 'GPT2Backbone'
 """
 
+import os
+import socket
+
 import keras_hub
 from keras_hub.src.utils import preset_utils
 from keras_hub.src.utils.transformers import convert_bart, convert_gpt2, convert_vit
@@ -39,6 +42,38 @@ SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
 def is_hub_handle(name):
     """Whether `name` is a hub URI (`hf://...`, `kaggle://...`, ...)."""
     return isinstance(name, str) and name.lower().startswith(SCHEMES)
+
+
+# Where each scheme downloads from, for a quick reachability check.
+HOSTS = {"hf://": "huggingface.co", "kaggle://": "www.kaggle.com",
+         "modelscope://": "www.modelscope.cn"}
+
+
+def check_reachable(handle, timeout=10.0):
+    """Raises `ConnectionError` at once when the hub of `handle` cannot be reached.
+
+    Without it, a machine without network retries for most of a minute and
+    then reports a missing `config.json`. A Hugging Face repository already
+    in the local cache, `HF_HUB_OFFLINE`, and other handles are left to
+    keras-hub.
+
+    >>> check_reachable("/a/local/preset")  # nothing to reach
+    """
+    scheme = next((s for s in HOSTS if handle.lower().startswith(s)), None)
+    if scheme is None or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return
+    if scheme == "hf://":
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = "/".join(handle[len(scheme):].split("/")[:2])
+        if isinstance(try_to_load_from_cache(repo, preset_utils.CONFIG_FILE), str):
+            return
+    host = HOSTS[scheme]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach {host} to download --backbone={handle!r} "
+                              f"({error})") from None
 
 
 def transformers_config(handle):

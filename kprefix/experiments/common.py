@@ -2,8 +2,9 @@
 
 from absl import app
 
-from kprefix import methods, train
+from kprefix import methods, multi_worker, train
 from kprefix.backbones import build_backbone
+from kprefix.workdir import this_task
 
 
 def strategy_and_backbone(FLAGS):
@@ -17,6 +18,15 @@ def strategy_and_backbone(FLAGS):
         except ValueError as error:
             raise app.UsageError(str(error)) from None
     return strategy, backbone
+
+
+def build_task(task_class, FLAGS, backbone, *args, **kwargs):
+    """`task_class(backbone, ...)`; a setting the backbone cannot take (a prefix
+    placement beyond its depth, say) is a usage error."""
+    try:
+        return task_class(backbone, *args, **kwargs)
+    except ValueError as error:
+        raise app.UsageError(f"--backbone={FLAGS.backbone!r}: {error}") from None
 
 
 def check_batching(FLAGS, strategy, steps_per_epoch):
@@ -73,6 +83,27 @@ def apply_method(model, FLAGS):
     except ValueError as error:
         raise app.UsageError(f"--method={FLAGS.method}: {error}") from None
     return methods.parameter_accounting(model, backbone_parameters)
+
+
+def fit(FLAGS, model, make_epoch, steps_per_epoch):
+    """`train.fit` with the flags' settings, on every worker of a cluster.
+
+    Workers meet after each checkpoint, and after training their collectives
+    wait up to `--phase_timeout_seconds`: evaluation and export may take a
+    slow worker longer than `--peer_timeout_seconds`.
+    """
+    strategy = model.distribute_strategy
+
+    def after_checkpoint(step):
+        multi_worker.wait_for_peers(strategy, f"checkpoint-{step}", FLAGS.phase_timeout_seconds)
+
+    result = train.fit(model, make_epoch, steps_per_epoch, FLAGS.epochs, FLAGS.workdir,
+                       checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+                       chief=this_task().is_chief, divergence_factor=FLAGS.divergence_factor,
+                       adopt_unverified=FLAGS.resume_from_unverified,
+                       after_checkpoint=after_checkpoint)
+    multi_worker.lengthen_collective_timeout(strategy, FLAGS.phase_timeout_seconds)
+    return result
 
 
 def describe_parameters(FLAGS, accounting):

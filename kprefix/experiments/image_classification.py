@@ -7,18 +7,23 @@ import time
 import keras
 from absl import app
 
-from kprefix import train
 from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
-from kprefix.experiments.common import (apply_method, check_batching, compile_for_training,
-                                        describe_parameters, strategy_and_backbone)
+from kprefix.experiments.common import (apply_method, build_task, check_batching,
+                                        compile_for_training, describe_parameters, fit,
+                                        strategy_and_backbone)
 from kprefix.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
 from kprefix.tasks.image_preprocessors import preset_preprocessor, renormalizer
 from kprefix.workdir import this_task
 
 
-def run(FLAGS, prefix_config):
-    """Trains, evaluates on `--eval_split` and exports; returns the results."""
+def prepare(FLAGS, prefix_config):
+    """Loads the data and builds and compiles the model, writing nothing.
+
+    Every problem with the flags is a usage error raised here. Returns a
+    function that trains, evaluates on `--eval_split` and exports, and
+    returns the results and summary lines.
+    """
     strategy, backbone = strategy_and_backbone(FLAGS)
     if not hasattr(backbone, "image_shape"):
         raise app.UsageError(f"--backbone={FLAGS.backbone!r} is not an image backbone; "
@@ -37,9 +42,9 @@ def run(FLAGS, prefix_config):
     check_batching(FLAGS, strategy, data.steps_per_epoch)
 
     with strategy.scope():
-        model = PrefixImageClassifier(backbone, data.num_classes, prefix_config,
-                                      seed=FLAGS.seed, head_init=FLAGS.head_init,
-                                      name="classifier")
+        model = build_task(PrefixImageClassifier, FLAGS, backbone, data.num_classes,
+                           prefix_config, seed=FLAGS.seed, head_init=FLAGS.head_init,
+                           name="classifier")
         accounting = apply_method(model, FLAGS)
         warmup = FLAGS.warmup_epochs * (1 if FLAGS.schedule_unit == "epoch"
                                         else data.steps_per_epoch)
@@ -50,15 +55,15 @@ def run(FLAGS, prefix_config):
             no_weight_decay=[model.head.bias] if coupled else (),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
+    return lambda: _train_evaluate_export(FLAGS, model, data, accounting)
+
+
+def _train_evaluate_export(FLAGS, model, data, accounting):
     print(f"{describe_parameters(FLAGS, accounting)}; {data.num_classes} classes, "
           f"{data.steps_per_epoch} steps/epoch.", flush=True)
-
     chief = this_task().is_chief
     start = time.time()
-    history, resumed_from = train.fit(model, data.make_epoch, data.steps_per_epoch,
-                                      FLAGS.epochs, FLAGS.workdir,
-                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-                                      chief=chief)
+    history, resumed_from = fit(FLAGS, model, data.make_epoch, data.steps_per_epoch)
     train_seconds = time.time() - start
     scores = model.evaluate(data.eval_dataset, verbose=0, return_dict=True)
     loss, accuracy = scores["loss"], scores["accuracy"]

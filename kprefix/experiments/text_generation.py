@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 from absl import app
 
-from kprefix import train
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
-from kprefix.experiments.common import (apply_method, check_batching, compile_for_training,
-                                        describe_parameters, strategy_and_backbone)
+from kprefix.experiments.common import (apply_method, build_task, check_batching,
+                                        compile_for_training, describe_parameters, fit,
+                                        strategy_and_backbone)
 from kprefix.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
@@ -154,7 +154,13 @@ def score(FLAGS, examples, predictions, full_split):
     return rouge_f1(predictions, [r[0] for r in references])
 
 
-def run(FLAGS, prefix_config):
+def prepare(FLAGS, prefix_config):
+    """Loads the data and builds and compiles the model, writing nothing.
+
+    Every problem with the flags is a usage error raised here. Returns a
+    function that trains, decodes and scores the evaluation split and
+    exports, and returns the results and summary lines.
+    """
     if FLAGS.dataset not in TASK_DATASETS[FLAGS.task]:
         raise app.UsageError(f"--dataset={FLAGS.dataset!r} does not fit --task={FLAGS.task}; "
                              f"use one of {', '.join(TASK_DATASETS[FLAGS.task])}.")
@@ -184,24 +190,31 @@ def run(FLAGS, prefix_config):
     make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
     check_batching(FLAGS, strategy, steps)
     with strategy.scope():
-        model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
+        model = build_task(task_class, FLAGS, backbone, prefix_config=prefix_config,
+                           seed=FLAGS.seed)
         accounting = apply_method(model, FLAGS)
         compile_text_model(model, FLAGS, steps)
+    settings = decode_settings(FLAGS, tokenizer)
+    return lambda: _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings,
+                                        eval_examples, accounting)
+
+
+def _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings, eval_examples,
+                         accounting):
     print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
     chief = this_task().is_chief
     start = time.time()
-    history, resumed_from = train.fit(model, make_epoch, steps, FLAGS.epochs, FLAGS.workdir,
-                                      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-                                      chief=chief)
+    history, resumed_from = fit(FLAGS, model, make_epoch, steps)
     train_seconds = time.time() - start
 
     export_dir = os.path.join(FLAGS.workdir, "export")
     serve = export_text_generator(model, tokenizer, export_dir, FLAGS.source_length,
-                                  decode_settings(FLAGS, tokenizer), write=FLAGS.export,
+                                  settings, write=FLAGS.export,
                                   writer=chief,
                                   reference_framing=reference_framing(FLAGS))
     start = time.time()
     sources = nlg.evaluation_sources(eval_examples)
+    eval_split = FLAGS.eval_split or "test"
     predictions = generate_texts(serve, sources, FLAGS.eval_batch_size)
     decode_seconds = time.time() - start
     predictions_path = os.path.join(FLAGS.workdir, f"predictions_{eval_split}.txt")
