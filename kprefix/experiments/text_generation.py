@@ -155,11 +155,19 @@ def _length_buckets(FLAGS, features, sources, targets, maxima):
 
 
 def generate_texts(serve, sources, batch_size):
-    """Runs the export's `serve` function over `sources` in batches."""
-    outputs = []
-    for start in range(0, len(sources), batch_size):
-        batch = tf.constant(sources[start:start + batch_size])
-        outputs += [t.decode("utf-8", errors="replace") for t in serve(batch)["text"].numpy()]
+    """Runs the export's `serve` function over `sources` in batches.
+
+    Batches hold sources of similar length (sorted by characters, a close
+    proxy for tokens), so each is cut to a short prompt width; the outputs
+    come back in the order of `sources`.
+    """
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        texts = serve(tf.constant([sources[i] for i in chunk]))["text"].numpy()
+        for i, text in zip(chunk, texts):
+            outputs[i] = text.decode("utf-8", errors="replace")
     return outputs
 
 
