@@ -110,7 +110,8 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     """Folds `model`'s prefixes (merges LoRA) and builds a text-in/text-out serving function.
 
     Tokenization, beam search (`kprefix.decoding`) and detokenization all run
-    in the graph. `settings` are the decoding keyword arguments. With `write`
+    in the graph. Each batch is cut to the shortest of `prompt_widths` that
+    holds its longest prompt, so short prompts do not pay for `source_length`. `settings` are the decoding keyword arguments. With `write`
     the SavedModel goes to `directory`; its `serving_default` signature takes
     `text` (a batch of source strings) and returns `text` (the generated
     strings) and `score` (their length-normalized log-probabilities).

@@ -141,7 +141,8 @@ def test_text_run_with_buckets_killed_and_restarted_is_bit_identical(tmp_path):
              "--epochs=2", "--nodrop_remainder", "--length_buckets=96,112",
              "--optimizer=adamw", "--learning_rate=1e-3", "--prefix_length=3",
              "--source_length=96", "--target_length=32", "--num_beams=1",
-             "--max_new_tokens=2", "--max_eval_examples=1", "--checkpoint_every_steps=1",
+             "--max_new_tokens=2", "--min_new_tokens=1", "--max_eval_examples=1",
+             "--checkpoint_every_steps=1",
              "--noexport"]
     straight = launch(*flags, f"--workdir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr[-3000:]
