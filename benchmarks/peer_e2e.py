@@ -24,8 +24,8 @@ The sides train as their users do:
   length grouping (`group_by_length=True`: megabatches of 50 batches sorted
   by length).
 
-A unit is one pass over the examples (one Keras `fit` call on the kprefix
-side), after a first pass that compiles every shape. Each side runs in its
+A training unit is one pass over the examples (one Keras `fit` call on the
+kprefix side), after a first pass that compiles every shape. Each side runs in its
 own process; in every round each unit runs once, kprefix first in odd rounds
 and PEFT first in even ones (ABBA). Reported: real examples/s and real target
 tokens/s (medians over rounds), each process's time from its start to the
@@ -34,8 +34,10 @@ end of its first training step, and its peak resident memory (ru_maxrss).
 First, a parity check: both sides compute the same logits on the model and
 prefix length used here (within 1e-4, `peer_parity.py`).
 
-Not measured yet: beam decoding of the test sources and BART on XSUM (see
-the README).
+Decoding: the first `--decode_sources` E2E test sources, beam 5, at most
+`--new_tokens` new tokens, batches of 10 (kprefix: the export's serving
+function over length-sorted batches, as a launch's evaluation runs it; PEFT:
+`generate` over left-padded batches). Not measured yet: BART on XSUM.
 """
 
 import time
@@ -59,6 +61,9 @@ flags.DEFINE_integer("examples", 400, "E2E training pairs in the workload.", low
 flags.DEFINE_integer("merges", 8192, "BPE merges learnt from the E2E training texts and "
                      "the offline corpus.",
                      lower_bound=1)
+flags.DEFINE_integer("decode_sources", 50, "E2E test sources decoded with beam 5 per unit.",
+                     lower_bound=1)
+flags.DEFINE_integer("new_tokens", 100, "Most new tokens per decoded source.", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "Intra- and inter-op threads of each side.", lower_bound=1)
 flags.DEFINE_string("data_dir", None, "Folder holding e2e/ (default: $KPREFIX_SHARED_DATA "
                     "or ../shared/data).")
@@ -76,7 +81,8 @@ SOURCE_LENGTH = TARGET_LENGTH = 128  # configs/nlg/table_to_text.cfg
 # kprefix's built-in gpt2_small_random (as benchmarks/peer_peft.py), without dropout.
 GPT2_SMALL = dict(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
                   intermediate_dim=3072, max_sequence_length=1024, dropout=0.0)
-UNITS = {"kprefix": ("bucketed", "fixed"), "peft": ("random", "grouped")}
+UNITS = {"kprefix": ("bucketed", "fixed", "decode"), "peft": ("random", "grouped", "decode")}
+BEAMS = 5
 
 
 def workload(path):
@@ -104,9 +110,12 @@ def workload(path):
         is_target.append(([0] * (len(source_ids) + 1) + [1] * (len(target_ids) + 1))[:len(ids)])
     lengths = np.array([len(s) for s in sequences])
     width = lengths.max()
+    test = nlg.load_task("e2e", "test", FLAGS.data_dir, source_format="reference")
+    sources = nlg.evaluation_sources(test)[:FLAGS.decode_sources]
     np.savez(path, ids=np.array([s + [end] * (width - len(s)) for s in sequences], np.int32),
              is_target=np.array([t + [0] * (width - len(t)) for t in is_target], np.int32),
-             lengths=lengths, merges=len(merges))
+             lengths=lengths, merges=len(merges), sources=np.array(sources),
+             vocabulary=json.dumps(vocabulary), merge_list=np.array(merges))
     return lengths
 
 
@@ -178,7 +187,28 @@ def kprefix_units(data):
             lm.fit(dataset.take(steps) if steps else dataset, epochs=1, verbose=0,
                    shuffle=False)
         units[unit] = (run, len({b[1].shape for b in batches}))
+    units["decode"] = (kprefix_decoding(lm, data), None)
     return lm, units
+
+
+def kprefix_decoding(lm, data):
+    """One unit: the evaluation's decoding of the test sources (length-sorted batches of
+    10 through the export's serving function, beam 5, stopping when all beams are done)."""
+    from kprefix.experiments.text_generation import generate_texts
+    from kprefix.export import export_text_generator
+    from kprefix.replicate.byte_pair_encoding import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer(json.loads(str(data["vocabulary"])),
+                               [str(m) for m in data["merge_list"]])
+    settings = dict(num_beams=BEAMS, max_new_tokens=FLAGS.new_tokens,
+                    end_token_id=tokenizer.end_token_id, pad_token_id=tokenizer.end_token_id)
+    serve = export_text_generator(lm, tokenizer, None, SOURCE_LENGTH, settings, write=False,
+                                  reference_framing=True)
+    sources = [str(s) for s in data["sources"]]
+
+    def run(steps=None):
+        generate_texts(serve, sources, BATCH)
+    return run
 
 
 def peft_units(data):
@@ -218,7 +248,36 @@ def peft_units(data):
             float(loss)
 
     return model, {"random": (lambda steps=None: run(random_order, steps), None),
-                   "grouped": (lambda steps=None: run(grouped, steps), None)}
+                   "grouped": (lambda steps=None: run(grouped, steps), None),
+                   "decode": (peft_decoding(model, data), None)}
+
+
+def peft_decoding(model, data):
+    """One unit: `generate` over the test sources, batches of 10 in their order,
+    left-padded as decoder-only generation needs, beam 5 (Hugging Face's default
+    stop: when no beam can improve)."""
+    import torch
+
+    from kprefix.replicate.byte_pair_encoding import gpt2_tokenizer
+
+    tokenizer = gpt2_tokenizer(json.loads(str(data["vocabulary"])),
+                               [str(m) for m in data["merge_list"]])
+    end = tokenizer.end_token_id
+    prompts = [list(np.ravel(tokenizer.tokenize(f" {s} "))) + [end] for s in data["sources"]]
+
+    def run(steps=None):
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(prompts), BATCH):
+                batch = prompts[start:start + BATCH]
+                width = max(len(p) for p in batch)
+                ids = torch.tensor([[end] * (width - len(p)) + p for p in batch])
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+                model.generate(input_ids=ids, attention_mask=mask, num_beams=BEAMS,
+                               max_new_tokens=FLAGS.new_tokens, do_sample=False,
+                               pad_token_id=end, eos_token_id=end)
+        model.train()
+    return run
 
 
 def serve(side):
@@ -230,7 +289,7 @@ def serve(side):
         if not info:
             run(steps=1)
             info["first_step_s"] = time.perf_counter() - START
-        run()  # the first pass compiles each shape
+        run()  # the first pass compiles each shape (decoding: each prompt width)
         if shapes:
             info[f"{unit}_shapes"] = shapes
     print("READY " + json.dumps(info), flush=True)
@@ -249,7 +308,8 @@ class Worker:
 
     def __init__(self, side, workload_path):
         command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
-                   f"--workload={workload_path}", f"--threads={FLAGS.threads}"]
+                   f"--workload={workload_path}", f"--threads={FLAGS.threads}",
+                   f"--new_tokens={FLAGS.new_tokens}"]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
         self.side = side
         self.stderr = open(os.devnull, "w") if not FLAGS.worker_logs else None
@@ -318,11 +378,15 @@ def main(argv):
         print(f"round {n + 1}: " + "; ".join(f"{s} {u} {v[-1]:.1f}s"
                                              for (s, u), v in seconds.items()), flush=True)
     peaks = {side: worker.close() for side, worker in workers.items()}
-    rates = {f"{s}_{u}": examples / statistics.median(v) for (s, u), v in seconds.items()}
+    rates = {f"{s}_{u}": examples / statistics.median(v) for (s, u), v in seconds.items()
+             if u != "decode"}
+    decoded = len(data["sources"])
+    decode = {s: decoded / statistics.median(seconds[s, "decode"]) for s in UNITS}
     first = {side: w.info["first_step_s"] for side, w in workers.items()}
     gpt2 = {
         "examples_per_s": rates,
         "target_tokens_per_s": {k: v * target_tokens / examples for k, v in rates.items()},
+        "decoded_sources_per_s": decode,
         "first_step_s": first,
         "peak_mb": peaks,
         "kprefix_shapes": {u: workers["kprefix"].info[f"{u}_shapes"] for u in UNITS["kprefix"]},
@@ -331,6 +395,7 @@ def main(argv):
         "cpu": cpu_model(), "rounds": FLAGS.rounds, "examples": examples,
         "train_ratio": rates["kprefix_bucketed"] / rates["peft_random"],
         "train_ratio_grouped": rates["kprefix_bucketed"] / rates["peft_grouped"],
+        "decode_ratio": decode["kprefix"] / decode["peft"],
         "first_step_ratio": first["peft"] / first["kprefix"],
         "peak_memory_ratio": peaks["peft"] / peaks["kprefix"],
         "bucketing_gain": rates["kprefix_bucketed"] / rates["kprefix_fixed"],
@@ -339,6 +404,8 @@ def main(argv):
     print(f"\nmedian over {FLAGS.rounds} rounds, real examples/s (target tokens/s):")
     for name, rate in rates.items():
         print(f"  {name:18} {rate:8.2f} ({gpt2['target_tokens_per_s'][name]:8.1f})")
+    print(f"beam-{BEAMS} decoding of {decoded} test sources, sources/s: kprefix "
+          f"{decode['kprefix']:.2f}, PEFT {decode['peft']:.2f}")
     print(f"time to the first training step (process start to its end): "
           f"kprefix {first['kprefix']:.1f}s, PEFT {first['peft']:.1f}s")
     print(f"peak memory: kprefix {peaks['kprefix']:.0f} MB, PEFT {peaks['peft']:.0f} MB")

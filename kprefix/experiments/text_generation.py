@@ -144,11 +144,11 @@ def _length_buckets(FLAGS, features, sources, targets, maxima):
                       for axis_lengths, maximum in zip(lengths, maxima)]
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    if len(maxima) > 1 and FLAGS.length_buckets != "auto":
-        # Explicit lengths are the encoder's; the decoder keeps its full length.
-        boundaries[1] = boundaries[1][-1:] * len(boundaries[0])
     if len(maxima) > 1:
-        # Pair the axes' boundaries bucket by bucket (as many on each axis).
+        if FLAGS.length_buckets != "auto":
+            # Explicit lengths are the encoder's; the decoder keeps its full length.
+            boundaries[1] = boundaries[1][-1:]
+        # Bucket i pads each axis to its i-th length: the shorter list repeats its first.
         count = max(len(b) for b in boundaries)
         boundaries = [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries]
     return boundaries, bucket_ids(lengths, boundaries)
