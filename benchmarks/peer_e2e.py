@@ -114,7 +114,7 @@ def workload(path):
     sources = nlg.evaluation_sources(test)[:FLAGS.decode_sources]
     np.savez(path, ids=np.array([s + [end] * (width - len(s)) for s in sequences], np.int32),
              is_target=np.array([t + [0] * (width - len(t)) for t in is_target], np.int32),
-             lengths=lengths, merges=len(merges), sources=np.array(sources),
+             lengths=lengths, end=end, merges=len(merges), sources=np.array(sources),
              vocabulary=json.dumps(vocabulary), merge_list=np.array(merges))
     return lengths
 
@@ -168,7 +168,7 @@ def kprefix_units(data):
         batches = []
         for indices, bucket in epoch_batches(buckets, BATCH, 0, 0, True).as_numpy_iterator():
             width = boundaries[bucket]
-            sequence = np.full([BATCH, width + 1], ids[0, -1], np.int32)
+            sequence = np.full([BATCH, width + 1], data["end"], np.int32)
             part = ids[indices, :width + 1]
             sequence[:, :part.shape[1]] = part
             weights = np.zeros([BATCH, width], np.float32)
