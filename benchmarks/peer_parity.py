@@ -36,19 +36,6 @@ def peer_missing():
     return ", ".join(missing) or None
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def kprefix_lm(variant, backbone="gpt2_small_random", length=10, mlp_hidden=512,
                position_offset="0", seed=0, folded=False):
     """A `PrefixGPT2CausalLM` in the benchmark's configuration.

@@ -56,7 +56,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from peer_parity import INSTALL_HINT, cpu_model, peer_missing  # noqa: E402
+from peer_parity import INSTALL_HINT, peer_missing  # noqa: E402
 
 flags.DEFINE_integer("rounds", 5, "ABBA rounds: in each, every measure runs once on each "
                      "side, the order alternating from round to round.", lower_bound=1)
@@ -386,6 +386,19 @@ def check_parity():
         if not difference < 1e-4:
             sys.exit(f"kprefix and PEFT compute different logits ({difference:.2e} >= 1e-4); "
                      "timings would compare different functions.")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def _spread(values):
