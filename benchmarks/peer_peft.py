@@ -29,7 +29,7 @@ compilation, and one warm-up step) or one decoding run (after a warm-up run;
 tokens per prompt, beams not counted). The table shows medians over rounds
 with min-max and the ratio kprefix / PEFT of every round, then each
 process's time from its start to the end of its first training step and its
-peak resident memory (ru_maxrss).
+peak resident memory (VmHWM: see `peer_workers.peak_mb`).
 
 `--profile` then profiles one training unit on each side (TensorFlow's
 profiler, `torch.profiler`) and prints where its time went: matrix
@@ -48,7 +48,6 @@ START = time.perf_counter()  # before the heavy imports: time to first step coun
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -94,7 +93,7 @@ LABELS = {
     "greedy": ("greedy decoding, cached", "tokens/s"),
     "beam": ("beam 5 decoding, cached", "tokens/s"),
     "first_step_s": ("time to first training step", "s"),
-    "peak_mb": ("peak memory (ru_maxrss)", "MB"),
+    "peak_mb": ("peak resident memory (VmHWM)", "MB"),
 }
 
 
@@ -110,7 +109,11 @@ def prompts():
 
 
 def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The worker's own peak: ru_maxrss would carry over the coordinator's
+    # resident size at the fork, which holds both models after the parity check.
+    from peer_workers import peak_mb
+
+    return peak_mb()
 
 
 def _wanted(measure):

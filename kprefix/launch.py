@@ -87,9 +87,11 @@ flags.DEFINE_bool("drop_remainder", True,
                   "Drop the last partial training batch; false keeps it (PyTorch drop_last=False), "
                   "padded to the batch size with zero-weight rows so shapes stay static.")
 flags.DEFINE_string("split_file", None,
-                    "FGVC: VPT's released split (a folder with train.json and val.json, each "
-                    "mapping image path to class) or one JSON file with 'train' and 'val' lists. "
-                    "Default: a fixed-seed 10% hold-out of the official train split.")
+                    "FGVC: 'vpt' (VPT's splits, shipped with kprefix; the FGVC flagfiles' "
+                    "value), 'holdout' (a fixed-seed 10% hold-out of the official train split, "
+                    "also the default), VPT's released split folder (train.json and val.json, "
+                    "each mapping image path to class) or one JSON file with 'train' and 'val' "
+                    "lists.")
 flags.DEFINE_enum("image_normalization", "imagenet", ["imagenet", "preset"],
                   "Images (vtab/, fgvc/): normalize with the ImageNet mean and std, as the "
                   "VPT protocol does, or with the --backbone preset's own image converter.")
@@ -203,23 +205,24 @@ RESTART_MAY_CHANGE = {
 }
 
 
-def prefix_config_from_flags():
+def prefix_config_from_flags(flag_values=FLAGS):
     """The `PrefixConfig` the `--prefix_*` flags describe; errors name the flag.
 
     `--prefix_init=word` takes its tokens (and so the prefix length) from
     `--prefix_init_text` and the backbone's tokenizer.
     """
     derived = {}
-    if FLAGS.prefix_init == "word":
+    if flag_values.prefix_init == "word":
         from kprefix.tasks.tokenizers import load_tokenizer, prefix_init_token_ids
 
         try:
-            tokens = prefix_init_token_ids(load_tokenizer(FLAGS.backbone), FLAGS.prefix_init_text)
+            tokens = prefix_init_token_ids(load_tokenizer(flag_values.backbone),
+                                           flag_values.prefix_init_text)
         except ValueError as error:
             raise app.UsageError(f"--prefix_init=word: {error}") from None
         derived = {"init_token_ids": tokens, "length": len(tokens)}
     try:
-        return prefix_flags.prefix_config_from_flags(FLAGS, **derived)
+        return prefix_flags.prefix_config_from_flags(flag_values, **derived)
     except ValueError as error:
         raise app.UsageError(f"Bad prefix flags: {error}") from None
 

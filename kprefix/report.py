@@ -27,7 +27,11 @@ mean share of trainable parameters against the backbone (`results.json`'s
   CIDEr as is, WebNLG BLEU x100 with METEOR and TER as fractions.
 
 Vision tables and the figure are written when there are vision results, the
-language table when there are text results.
+language table when there are text results. Beside each table `<name>.md|csv`,
+`<name>_paper.md|csv` sets the paper's published value (`paper`, from
+`kprefix.paper_results`: Tables 1, 2, 5, 6 and the comparison rows of 7 and
+8) and the difference measured - paper (`diff`) after each measured column;
+a cell the paper does not print reads "not in paper".
 
 The std is the sample standard deviation (ddof=1; 0 for one seed). A group
 mean is the mean of its tasks' mean accuracies, given only when every task
@@ -56,6 +60,7 @@ from absl import app, flags
 
 from kprefix import cli
 from kprefix.methods import run_family
+from kprefix.paper_results import paper_results
 
 METHOD_NAMES = {
     "finetune": "Finetune",
@@ -75,6 +80,7 @@ VARIANT_NAMES = {
 PLACEMENT_ORDER = ("deep", "shallow")
 FINAL_SPLIT = "test"
 PARAMS_COLUMN = "Params (%)"
+NOT_IN_PAPER = "not in paper"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +296,7 @@ class Table:
             cells = []
             for column in self.columns:
                 value = self.values.get((row, column))
-                cells.append("–" if value is None else
+                cells.append("–" if value is None else value if isinstance(value, str) else
                              value.text() if isinstance(value, Cell) else f"{value:.2f}")
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
@@ -311,8 +317,37 @@ class Table:
                         line += (["", "", ""] if value is None else
                                  [f"{value.mean:.4f}", f"{value.std:.4f}", value.seeds])
                     else:
-                        line.append("" if value is None else f"{value:.4f}")
+                        line.append("" if value is None else value if isinstance(value, str)
+                                    else f"{value:.4f}")
                 writer.writerow(line)
+
+
+def with_paper_values(table: Table, name: str) -> Table:
+    """`table` with `<column> paper` and `<column> diff` (measured - paper)
+    after each measured column; `name` is the report table (`summary`,
+    `fgvc`, `vtab` or `language`).
+
+    >>> measured = Table(["cub"], ["Deep-share DEEP"], {("Deep-share DEEP", "cub"): 88.8})
+    >>> print(with_paper_values(measured, "fgvc").to_markdown(), end="")
+    | Variant | cub | cub paper | cub diff |
+    |---|---|---|---|
+    | Deep-share DEEP | 88.80 | 87.80 | 1.00 |
+    """
+    published = paper_results()
+    columns, values = [], dict(table.values)
+    for column in table.columns:
+        columns.append(column)
+        if column == PARAMS_COLUMN:
+            continue
+        columns += [f"{column} paper", f"{column} diff"]
+        for row in table.rows:
+            measured = table.values.get((row, column))
+            paper = published.get((name, row, column))
+            values[(row, f"{column} paper")] = NOT_IN_PAPER if paper is None else paper.value
+            if measured is not None and paper is not None:
+                mean = measured.mean if isinstance(measured, Cell) else measured
+                values[(row, f"{column} diff")] = mean - paper.value
+    return Table(columns, table.rows, values)
 
 
 def group_mean(cells: Mapping[Key, Cell], tasks, variant, placement) -> float | None:
@@ -429,12 +464,13 @@ def write_report(results_dir: str, output_dir: str) -> dict[str, str]:
         tables["language"] = language
     written = {}
     for name, table in tables.items():
-        md_path = os.path.join(output_dir, f"{name}.md")
-        with open(md_path, "w") as f:
-            f.write(table.to_markdown())
-        table.write_csv(os.path.join(output_dir, f"{name}.csv"))
-        written[f"{name}.md"] = md_path
-        written[f"{name}.csv"] = os.path.join(output_dir, f"{name}.csv")
+        for file_name, content in ((name, table),
+                                   (f"{name}_paper", with_paper_values(table, name))):
+            written[f"{file_name}.md"] = os.path.join(output_dir, f"{file_name}.md")
+            with open(written[f"{file_name}.md"], "w") as f:
+                f.write(content.to_markdown())
+            written[f"{file_name}.csv"] = os.path.join(output_dir, f"{file_name}.csv")
+            content.write_csv(written[f"{file_name}.csv"])
     if cells:
         written["prefix_lengths.md"] = os.path.join(output_dir, "prefix_lengths.md")
         with open(written["prefix_lengths.md"], "w") as f:
@@ -463,7 +499,7 @@ def main(argv):
     except FileNotFoundError as error:
         print(f"kprefix.report: {error}", file=sys.stderr)
         sys.exit(1)
-    for name in ("summary.md", "language.md"):
+    for name in ("summary_paper.md", "language_paper.md"):
         if name in written:
             with open(written[name]) as f:
                 print(f.read())

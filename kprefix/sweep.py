@@ -169,15 +169,15 @@ def parse_numbers(values, flag_name: str) -> list[float]:
     return numbers
 
 
-def read_flag_args(args) -> dict:
-    """Launch flag values that `args` set, parsed by absl with `kprefix.launch`'s flags.
+def launch_flag_values(args) -> flags.FlagValues:
+    """`kprefix.launch`'s flags parsed from `args` into their own `FlagValues`
+    (the global flags are left alone); unset flags keep their defaults.
 
     Flagfiles and `--config=` expand as for a launch (`kprefix.flagfiles`:
     nested includes relative to the including file); the last setting wins.
-    Values have the flags' types.
 
-    >>> read_flag_args(["--dataset=vtab/dtd", "--prefix_length=5", "--noexport"])
-    {'dataset': 'vtab/dtd', 'export': False, 'prefix_length': 5}
+    >>> launch_flag_values(["--config=nlg/e2e"]).text_loss
+    'sequence_sum'
     """
     from kprefix import launch  # defines the launch flags (and imports no TensorFlow)
 
@@ -191,6 +191,17 @@ def read_flag_args(args) -> dict:
         raise SweepError(f"Bad launch flags: {error}") from None
     if len(rest) > 1:
         raise SweepError(f"Unexpected argument {rest[1]!r}: write launch flags as --name=value.")
+    return values
+
+
+def read_flag_args(args) -> dict:
+    """Launch flag values that `args` set (see `launch_flag_values`), with the
+    flags' types.
+
+    >>> read_flag_args(["--dataset=vtab/dtd", "--prefix_length=5", "--noexport"])
+    {'dataset': 'vtab/dtd', 'export': False, 'prefix_length': 5}
+    """
+    values = launch_flag_values(args)
     return {name: values[name].value for name in sorted(values) if values[name].present}
 
 

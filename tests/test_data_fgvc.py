@@ -280,3 +280,37 @@ def test_unknown_names_are_rejected():
         fgvc.get_dataset("fgvc/aircraft")
     with pytest.raises(ValueError, match="Unknown split"):
         fgvc.num_examples("fgvc/cub", "val200")
+
+
+def test_vpt_splits_shipped_with_the_package_have_vpts_sizes():
+    for name, (_, train, val, test) in TABLE_4.items():
+        lists = fgvc.vpt_split(name)
+        assert {split: len(ids) for split, ids in lists.items()} == {
+            "train": train, "val": val, "test": test}
+        assert all(len(set(ids)) == len(ids) for ids in lists.values())
+        assert not set(lists["train"]) & set(lists["val"])
+        assert not set(lists["test"]) & (set(lists["train"]) | set(lists["val"]))
+        if fgvc.get_dataset(name).vpt_split_matches_tfds:
+            for split, size in (("train", train), ("val", val), ("trainval", train + val)):
+                assert fgvc.num_examples(name, split, fgvc.VPT_SPLIT) == size
+    assert fgvc.vpt_split("fgvc/cub")["val"][:1] == ("Acadian_Flycatcher_0017_795598",)
+
+
+def test_vpt_split_selects_tfds_examples_by_file_name():
+    flowers = fgvc.get_dataset("fgvc/flowers")
+    vpt = fgvc.vpt_split("fgvc/flowers")
+    pool, selected = fgvc._select(flowers, "val", fgvc.VPT_SPLIT, fgvc.HOLDOUT_SEED)
+    assert pool == "train+validation"
+
+    def picked(stem):
+        return bool(selected(0, {"file_name": tf.constant(f"{stem}.jpg")}))
+
+    assert picked(vpt["val"][0]) and not picked(vpt["train"][0]) and not picked(vpt["test"][0])
+
+
+def test_cars_vpt_split_is_refused_and_the_hold_out_stays_an_option():
+    # VPT numbers Cars images in the combined car_ims archive; TFDS cars196 does not.
+    with pytest.raises(ValueError, match="car_ims"):
+        fgvc.num_examples("fgvc/cars", "val", fgvc.VPT_SPLIT)
+    assert fgvc.num_examples("fgvc/cars", "val", fgvc.HOLDOUT_SPLIT) == 815
+    assert fgvc.num_examples("fgvc/cub", "val", fgvc.HOLDOUT_SPLIT) == 600

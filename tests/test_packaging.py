@@ -71,6 +71,13 @@ def test_wheel_installs_and_runs_a_named_config_from_another_folder(tmp_path):
     assert "--dataset=vtab/cifar100" in expanded and "--prefix_dropout=0.1" in expanded
     assert "--batch_size=128" in expanded
 
+    # Package data: VPT's FGVC splits and the paper's published results.
+    data = _run([str(bin_dir / "python"), "-c", (
+        "from kprefix.data.fgvc import vpt_split; from kprefix.paper_results import paper_results\n"
+        "print(len(vpt_split('fgvc/nabirds')['val']), len(paper_results()))")],
+        cwd=elsewhere, env=env)
+    assert data.stdout.split()[-2] == "2393" and int(data.stdout.split()[-1]) > 200
+
     for script in ("kprefix-launch", "kprefix-evaluate", "kprefix-sweep", "kprefix-report"):
         assert (bin_dir / script).exists(), script
     helped = _run([str(bin_dir / "kprefix-launch"), "--helpfull"], cwd=elsewhere, env=env)

@@ -27,8 +27,10 @@ and, with the dataset prepared in ``data_dir``::
                         data_dir="gs://my-bucket/tfds")
     images, labels = next(iter(ds))  # float32 [64, 224, 224, 3], int32 [64]
 
-A split file is VPT's released split folder (`train.json`, `val.json`,
-`test.json`, each mapping an image path to its class), or one JSON file with
+By default the flagfiles use VPT's own splits, shipped with kprefix
+(``split_file="vpt"``; see `vpt_split`). A split file is VPT's released
+split folder (`train.json`, `val.json`, `test.json`, each mapping an image
+path to its class), or one JSON file with
 "train" and "val" entries, each a list of example file names or of indices
 into the official train split, or a mapping like VPT's. File names are
 matched on the name without folder and extension::
@@ -36,13 +38,16 @@ matched on the name without folder and extension::
     {"train": ["001.Black_footed_Albatross/Black_Footed_Albatross_0001_796111.jpg", ...],
      "val": [...]}
 
-Without a split file, `val` is a fixed-seed 10% hold-out: a deviation from
-VPT, whose released validation splits are not part of any TFDS dataset.
+Without a split file (or with ``split_file="holdout"``), `val` is a
+fixed-seed 10% hold-out: its size equals VPT's, its members do not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gzip
+import importlib.resources
 import json
 from collections.abc import Sequence
 
@@ -53,6 +58,9 @@ from kprefix.data import image_preprocessing as ip
 
 SPLITS = ("train", "val", "trainval", "test")
 HOLDOUT_SEED = 0
+# `split_file` values that name a built-in split instead of a path.
+VPT_SPLIT = "vpt"
+HOLDOUT_SPLIT = "holdout"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,20 +94,74 @@ class FgvcDataset:
 
     def num_examples(self, split: str, split_file: str | None = None) -> int:
         """Number of examples of a split (reads only the split file, if any)."""
+        split_file = self.resolve_split_file(split_file)
         if split == "test":
             return self.source.split_sizes["test"]
         if split == "trainval":
             if split_file is None:
                 return self.pool_size
-            return sum(len(ids) for ids in read_split_file(split_file).values())
+            return sum(len(ids) for ids in self.split_lists(split_file).values())
         if split not in ("train", "val"):
             raise ValueError(f"Unknown split {split!r} for {self.name}; expected one of {SPLITS}.")
         if split_file is not None:
-            return len(read_split_file(split_file)[split])
+            return len(self.split_lists(split_file)[split])
         if self.official_validation:
             return self.source.split_sizes["train" if split == "train" else "validation"]
         held_out = holdout_size(self.source.split_sizes["train"])
         return held_out if split == "val" else self.source.split_sizes["train"] - held_out
+
+    def resolve_split_file(self, split_file: str | None) -> str | None:
+        """None for the hold-out, else `VPT_SPLIT` or a path.
+
+        Raises ValueError where VPT's split cannot name this dataset's TFDS
+        examples (Stanford Cars: VPT numbers the images of the combined
+        `car_ims` archive, TFDS `cars196` those of `cars_train`, and no
+        released file links the two numberings).
+        """
+        if split_file in (None, "", HOLDOUT_SPLIT):
+            return None
+        if split_file == VPT_SPLIT and not self.vpt_split_matches_tfds:
+            raise ValueError(
+                f"VPT's split of {self.name} names images by their number in the combined "
+                "car_ims archive, which TFDS cars196 does not record; use "
+                f"--split_file={HOLDOUT_SPLIT} or a split file naming cars_train images.")
+        return split_file
+
+    def split_lists(self, split_file: str) -> dict[str, Sequence[Identifier]]:
+        """{"train": [...], "val": [...]} of `VPT_SPLIT` or a split file's path."""
+        if split_file == VPT_SPLIT:
+            lists = vpt_split(self.name)
+            return {"train": lists["train"], "val": lists["val"]}
+        return read_split_file(split_file)
+
+    @property
+    def vpt_split_matches_tfds(self) -> bool:
+        """VPT's image names are this dataset's TFDS file names (all but Cars)."""
+        return self.name != "fgvc/cars"
+
+
+@functools.lru_cache(maxsize=None)
+def vpt_split(name: str) -> dict[str, tuple[str, ...]]:
+    """VPT's train/val/test split of an FGVC dataset, as image-file stems.
+
+    Converted from VPT's release as the authors' repository carries it
+    (GitHub Minhchuyentoancbn/ReparamPrefix, commit 86c3ed6,
+    `CV/local_datasets/json/<dataset>/{train,val,test}.json`, image path ->
+    class): each path without folder and extension, sorted; the classes are
+    the dataset's own. Stanford Cars' stems are numbers in the combined
+    `car_ims` archive.
+
+    >>> sizes = {s: len(ids) for s, ids in vpt_split("fgvc/cub").items()}
+    >>> sizes
+    {'train': 5394, 'val': 600, 'test': 5794}
+    """
+    short = get_dataset(name).name.split("/", 1)[1]
+    data = importlib.resources.files("kprefix.data") / "fgvc_splits" / f"{short}.tsv.gz"
+    lists = {"train": [], "val": [], "test": []}
+    for line in gzip.decompress(data.read_bytes()).decode().splitlines():
+        split, stem = line.split("\t")
+        lists[split].append(stem)
+    return {split: tuple(stems) for split, stems in lists.items()}
 
 
 def _dataset(
@@ -272,10 +334,11 @@ def _select(
 ):
     """TFDS split string and optional selection predicate for a split."""
     pool = "+".join(dataset.pool_splits)
+    split_file = dataset.resolve_split_file(split_file)
     if split == "test":
         return "test", None
     if split_file is not None:
-        lists = read_split_file(split_file)
+        lists = dataset.split_lists(split_file)
         wanted = lists["train"] + lists["val"] if split == "trainval" else lists[split]
         return pool, _selector(dataset, wanted)
     if split == "trainval":
@@ -355,7 +418,9 @@ def load_fgvc(
         message of a missing dataset (see `prepare`).
       training: random crop + flip + shuffle; defaults to True for "train"
         and "trainval".
-      split_file: JSON file choosing train/val examples (see module doc).
+      split_file: `VPT_SPLIT` ("vpt"), `HOLDOUT_SPLIT` ("holdout", as None)
+        or a JSON file or VPT split folder choosing train/val examples (see
+        module doc).
       holdout_seed: seed of the 10% hold-out when there is no split file.
       cache: keep prepared images in memory; by default when they fit
         `cache_budget_bytes`.

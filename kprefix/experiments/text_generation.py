@@ -154,6 +154,16 @@ def _length_buckets(FLAGS, features, sources, targets, maxima):
     return boundaries, bucket_ids(lengths, boundaries)
 
 
+def compile_text_model(model, FLAGS, steps_per_epoch):
+    """Compiles a text task for training as the flags say: their optimizer,
+    schedule and clipping, and the token loss `--text_loss` normalises (its
+    token weights come from `_training_batches`)."""
+    compile_for_training(
+        model, FLAGS, steps_per_epoch, FLAGS.warmup_steps, loss=SequenceSumCrossentropy(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
 def generate_texts(serve, sources, batch_size):
     """Runs the export's `serve` function over `sources` in batches.
 
@@ -221,10 +231,7 @@ def run(FLAGS, prefix_config):
     with strategy.scope():
         model = task_class(backbone, prefix_config=prefix_config, seed=FLAGS.seed)
         accounting = apply_method(model, FLAGS)
-        compile_for_training(
-            model, FLAGS, steps, FLAGS.warmup_steps, loss=SequenceSumCrossentropy(),
-            weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+        compile_text_model(model, FLAGS, steps)
     print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
     chief = this_task().is_chief
     start = time.time()

@@ -22,6 +22,9 @@ import math
 import keras
 import keras_hub
 
+from kprefix.backbones import attention_sites
+from kprefix.backbones.matmul_projections import use_matmul_projections
+from kprefix.backbones.vit_class_token import keep_class_token_only
 from kprefix.tasks.image_preprocessors import image_preprocessor
 from kprefix.tasks.prefixed import PrefixedKerasHubTask
 
@@ -61,6 +64,11 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
         folded: build constant prefixes instead of generators (see `fold`).
         seed: seed of the prefix and head initializers.
         head_init: `glorot` or `kaiming_normal_fan_out` (see `head_initializers`).
+        class_token_only: with `pooling="token"` (the default), the last block
+            computes the class token's row only, the one row the head reads
+            (`kprefix.backbones.vit_class_token`); the logits are the same,
+            and `model.backbone` then returns `(B, 1, hidden)`. `False`
+            keeps keras-hub's full last block.
         preprocessor: `None` (inputs are images already normalized, as the
             training pipelines make them) or a keras-hub
             `ViTImageClassifierPreprocessor` (see
@@ -68,11 +76,20 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
             `predict` and `evaluate` to raw images.
         **kwargs: further `ViTImageClassifier` arguments (`pooling`,
             `dropout`, `name`, ...).
+
+    The attention projections compute as one 2-D product each
+    (`kprefix.backbones.matmul_projections`): the same function, faster.
     """
 
     def __init__(self, backbone, num_classes, prefix_config=None, folded=False, seed=None,
-                 preprocessor=None, head_init="glorot", **kwargs):
+                 preprocessor=None, head_init="glorot", class_token_only=True, **kwargs):
         kwargs.setdefault("activation", None)
+        self.class_token_only = bool(class_token_only
+                                     and kwargs.get("pooling", "token") == "token")
+        if self.class_token_only:
+            keep_class_token_only(backbone)
+        for site in attention_sites(backbone):
+            use_matmul_projections(site.attention)
         kwargs.setdefault("head_dtype", "float32")
         super().__init__(backbone=backbone, num_classes=int(num_classes),
                          preprocessor=preprocessor, prefix_config=prefix_config, folded=folded,
@@ -89,7 +106,8 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
         return self.output_dense
 
     def get_config(self):
-        return {**super().get_config(), "head_init": self.head_init}
+        return {**super().get_config(), "head_init": self.head_init,
+                "class_token_only": self.class_token_only}
 
     @classmethod
     def from_preset(cls, preset, num_classes=None, prefix_config=None,
