@@ -29,7 +29,7 @@ kprefix side), after a first pass that compiles every shape. Each side runs in i
 own process; in every round each unit runs once, kprefix first in odd rounds
 and PEFT first in even ones (ABBA). Reported: real examples/s and real target
 tokens/s (medians over rounds), each process's time from its start to the
-end of its first training step, and its peak resident memory (ru_maxrss).
+end of its first training step, and its peak resident memory (VmHWM, `peer_workers.peak_mb`).
 
 First, a parity check: both sides compute the same logits on the model and
 prefix length used here (within 1e-4, `peer_parity.py`).
@@ -46,7 +46,6 @@ START = time.perf_counter()  # before the heavy imports: time to first step coun
 
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -54,7 +53,8 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from peer_parity import INSTALL_HINT, cpu_model, peer_missing  # noqa: E402
+from peer_parity import INSTALL_HINT, peer_missing  # noqa: E402
+from peer_workers import cpu_model, peak_mb  # noqa: E402
 
 flags.DEFINE_integer("rounds", 3, "ABBA rounds.", lower_bound=1)
 flags.DEFINE_integer("examples", 400, "E2E training pairs in the workload.", lower_bound=10)
@@ -117,10 +117,6 @@ def workload(path):
              lengths=lengths, end=end, merges=len(merges), sources=np.array(sources),
              vocabulary=json.dumps(vocabulary), merge_list=np.array(merges))
     return lengths
-
-
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def kprefix_e2e_flags():
@@ -300,7 +296,7 @@ def serve(side):
         start = time.perf_counter()
         units[unit][0]()
         print(f"SECONDS {time.perf_counter() - start}", flush=True)
-    print(f"PEAK {_peak_mb()}", flush=True)
+    print(f"PEAK {peak_mb()}", flush=True)
 
 
 class Worker:
