@@ -385,7 +385,8 @@ def main(argv):
         "decoded_sources_per_s": decode,
         "first_step_s": first,
         "peak_mb": peaks,
-        "kprefix_shapes": {u: workers["kprefix"].info[f"{u}_shapes"] for u in UNITS["kprefix"]},
+        "kprefix_shapes": {u: workers["kprefix"].info[f"{u}_shapes"]
+                           for u in ("bucketed", "fixed")},
     }
     results = {
         "cpu": cpu_model(), "rounds": FLAGS.rounds, "examples": examples,
