@@ -1,7 +1,7 @@
 """kprefix against Hugging Face PEFT on the paper's own E2E workload, side by side.
 
     pip install -e ".[peer]"     # torch (CPU), transformers, peft
-    python benchmarks/peer_e2e.py [--rounds=3] [--examples=400] [--json_output=FILE]
+    python benchmarks/peer_e2e.py [--rounds=2] [--examples=400] [--json_output=FILE]
 
 The workload is the first `--examples` E2E training pairs (reference
 framing, `' source <eos> target <eos>'`) in one fixed order at batch 10,
@@ -46,6 +46,7 @@ START = time.perf_counter()  # before the heavy imports: time to first step coun
 
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -56,7 +57,7 @@ from absl import app, flags  # noqa: E402
 from peer_parity import INSTALL_HINT, peer_missing  # noqa: E402
 from peer_workers import cpu_model, peak_mb  # noqa: E402
 
-flags.DEFINE_integer("rounds", 3, "ABBA rounds.", lower_bound=1)
+flags.DEFINE_integer("rounds", 2, "ABBA rounds (kprefix first in odd ones).", lower_bound=1)
 flags.DEFINE_integer("examples", 400, "E2E training pairs in the workload.", lower_bound=10)
 flags.DEFINE_integer("merges", 8192, "BPE merges learnt from the E2E training texts and "
                      "the offline corpus.",
@@ -374,6 +375,7 @@ def main(argv):
         print(f"round {n + 1}: " + "; ".join(f"{s} {u} {v[-1]:.1f}s"
                                              for (s, u), v in seconds.items()), flush=True)
     peaks = {side: worker.close() for side, worker in workers.items()}
+    shutil.rmtree(folder)
     rates = {f"{s}_{u}": examples / statistics.median(v) for (s, u), v in seconds.items()
              if u != "decode"}
     decoded = len(data["sources"])
