@@ -50,7 +50,7 @@ def auto_boundaries(lengths, maximum, max_buckets=8, multiple=8):
     matrix units) and capped at `maximum`.
     """
     lengths = np.asarray(lengths)
-    quantiles = np.quantile(lengths, np.arange(1, max_buckets) / max_buckets) if max_buckets > 1 else []
+    quantiles = np.quantile(lengths, np.arange(1, max_buckets) / max_buckets)
     rounded = {min(maximum, int(np.ceil(max(q, 1) / multiple) * multiple)) for q in quantiles}
     return tuple(sorted(rounded | {maximum}))
 
@@ -72,7 +72,8 @@ def parse_length_buckets(spec, lengths, maximum, max_buckets=8):
     try:
         values = sorted({int(v) for v in spec.split(",") if v.strip()})
     except ValueError:
-        raise ValueError(f"--length_buckets={spec!r}: use auto, none or lengths like 32,64") from None
+        raise ValueError(f"--length_buckets={spec!r}: use auto, none or lengths like "
+                         "32,64") from None
     if not values or values[0] < 1 or values[-1] > maximum:
         raise ValueError(f"--length_buckets={spec!r}: lengths must lie in [1, {maximum}].")
     return tuple(sorted(set(values) | {maximum}))
