@@ -20,6 +20,8 @@ Example (in a fresh process, no kprefix import):
     probabilities = serving(images=tf.zeros((1, 16, 16, 3)))["probabilities"]
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -96,12 +98,23 @@ def export_image_classifier(model, directory, writer=True):
     return folded
 
 
+def prompt_widths(source_length):
+    """The few prompt widths a serving batch is cut to: 1/8, 1/4, 1/2 and all
+    of `source_length`.
+
+    >>> prompt_widths(128), prompt_widths(6)
+    ((16, 32, 64, 128), (1, 3, 6))
+    """
+    return tuple(sorted({max(1, source_length // d) for d in (8, 4, 2, 1)}))
+
+
 def export_text_generator(model, tokenizer, directory, source_length, settings, write=True,
                           writer=True, reference_framing=False):
     """Folds `model`'s prefixes (merges LoRA) and builds a text-in/text-out serving function.
 
     Tokenization, beam search (`kprefix.decoding`) and detokenization all run
-    in the graph. `settings` are the decoding keyword arguments. With `write`
+    in the graph. Each batch is cut to the shortest of `prompt_widths` that
+    holds its longest prompt, so short prompts do not pay for `source_length`. `settings` are the decoding keyword arguments. With `write`
     the SavedModel goes to `directory`; its `serving_default` signature takes
     `text` (a batch of source strings) and returns `text` (the generated
     strings) and `score` (their length-normalized log-probabilities).
@@ -130,15 +143,25 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
             return_padding_mask=True,
         )
 
+    generate = decoding.generate_gpt2 if is_causal else decoding.generate_bart
+    # Each batch of prompts is cut to the shortest of these widths that holds
+    # its longest prompt: one static shape per width (one XLA/TPU program).
+    widths = prompt_widths(source_length)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         if is_causal:
             prompt, lengths = prompt_features(tokenizer, text, source_length, reference_framing)
             mask = tf.sequence_mask(lengths, source_length)
-            tokens, scores = decoding.generate_gpt2(folded, prompt, mask, **settings)
         else:
-            source, mask = packer(tokenizer(text))
-            tokens, scores = decoding.generate_bart(folded, source, mask, **settings)
+            prompt, mask = packer(tokenizer(text))
+            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        longest = tf.reduce_max(lengths)  # an empty batch takes the first width
+        branch = tf.searchsorted(tf.constant(widths, lengths.dtype), longest[None])[0]
+        tokens, scores = tf.switch_case(
+            tf.cast(branch, tf.int32),
+            [functools.partial(generate, folded, prompt[:, :width], mask[:, :width], **settings)
+             for width in widths])
         keep = tf.reduce_all(tokens[..., None] != tf.constant(sorted(special), tokens.dtype),
                              axis=-1)
         generated = tokenizer.detokenize(tf.ragged.boolean_mask(tokens, keep))

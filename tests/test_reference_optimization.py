@@ -241,7 +241,8 @@ def test_text_batches_keep_the_remainder_with_zero_weight_rows():
     settings = SimpleNamespace(task="table_to_text", dataset="e2e", e2e_source_format="raw",
                                webnlg_source_format="raw",
                                batch_size=2, source_length=8, target_length=8, seed=0,
-                               drop_remainder=False, max_steps_per_epoch=0, text_loss="auto")
+                               drop_remainder=False, max_steps_per_epoch=0, text_loss="auto",
+                               length_buckets="none")
     make_epoch, steps = _training_batches(settings, load_tokenizer("gpt2_tiny"), examples)
     batches = list(make_epoch(tf.constant(0, tf.int64)))
     assert steps == len(batches) == 3

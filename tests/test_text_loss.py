@@ -132,7 +132,8 @@ def test_text_flags_pick_the_reference_normalisation_per_task():
         settings = SimpleNamespace(
             task="table_to_text", dataset="e2e", e2e_source_format="raw",
             webnlg_source_format="raw", batch_size=3, source_length=48, target_length=48,
-            seed=0, drop_remainder=True, max_steps_per_epoch=0, text_loss=text_loss)
+            seed=0, drop_remainder=True, max_steps_per_epoch=0, text_loss=text_loss,
+            length_buckets="auto")
         make_epoch, _ = _training_batches(settings, tokenizer, examples)
         _, _, weights = next(iter(make_epoch(tf.constant(0, tf.int64))))
         totals[text_loss] = float(tf.reduce_sum(weights))

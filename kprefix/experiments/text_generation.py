@@ -16,6 +16,7 @@ from absl import app
 
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
+from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_buckets
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
@@ -25,7 +26,8 @@ from kprefix.metrics.rouge import rouge_f1
 from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
                                     read_webnlg_references, score_webnlg)
 from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
-from kprefix.tasks.text_features import causal_lm_features, seq2seq_features
+from kprefix.tasks.text_features import (causal_lm_features, crop_features, real_lengths,
+                                         seq2seq_features)
 from kprefix.tasks.text_loss import SequenceSumCrossentropy, resolve_text_loss, token_mean_weights
 from kprefix.tasks.tokenizers import load_tokenizer
 from kprefix.workdir import this_task, write_text
@@ -83,7 +85,9 @@ def reference_framing(FLAGS):
     return FLAGS.task == "table_to_text" and source_format(FLAGS) == "reference"
 
 
-def _training_batches(FLAGS, tokenizer, examples):
+def _training_batches(FLAGS, tokenizer, examples, log=print):
+    """`(make_epoch, steps)`: each epoch's batches, padded per length bucket
+    (`--length_buckets`, see `kprefix.data.length_buckets`)."""
     sources, targets = zip(*nlg.training_pairs(examples))
     sources, targets = tf.constant(sources), tf.constant(targets)
     steps = num_batches(len(sources), FLAGS.batch_size, FLAGS.drop_remainder)
@@ -93,28 +97,61 @@ def _training_batches(FLAGS, tokenizer, examples):
     if FLAGS.max_steps_per_epoch:
         steps = min(steps, FLAGS.max_steps_per_epoch)
     if FLAGS.task == "table_to_text":
+        maxima = [FLAGS.source_length + FLAGS.target_length]
+
         def features(source, target):
-            return causal_lm_features(tokenizer, source, target,
-                                      FLAGS.source_length + FLAGS.target_length,
+            return causal_lm_features(tokenizer, source, target, maxima[0],
                                       reference_framing=reference_framing(FLAGS))
     else:
+        # Buckets pad the encoder and the decoder, each to its own lengths.
+        maxima = [FLAGS.source_length, FLAGS.target_length]
         features = seq2seq_features(tokenizer, FLAGS.source_length, FLAGS.target_length)
+    boundaries, buckets = _length_buckets(FLAGS, features, sources, targets, maxima)
+    log(f"Length buckets: {', '.join('x'.join(map(str, shape)) for shape in zip(*boundaries))} "
+        "tokens.")
+    bucket_lengths = tf.constant(boundaries, tf.int32)  # [axes, buckets]
+    token_mean = resolve_text_loss(FLAGS.text_loss, FLAGS.task) == "token_mean"
+
+    def batch_features(indices, bucket):
+        x, labels, weights = features(tf.gather(sources, indices), tf.gather(targets, indices))
+        return crop_features(x, labels, weights, tf.unstack(bucket_lengths[:, bucket]))
 
     def make_epoch(epoch):
-        # The order is a function of (seed, epoch) only, so resuming is exact.
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(sources)), seed=tf.stack([tf.cast(FLAGS.seed, tf.int64), epoch]))
-        batches = (tf.data.Dataset.from_tensor_slices(order)
-                   .batch(FLAGS.batch_size, drop_remainder=FLAGS.drop_remainder)
-                   .map(lambda i: features(tf.gather(sources, i), tf.gather(targets, i)),
-                        num_parallel_calls=tf.data.AUTOTUNE))
+        batches = (epoch_batches(buckets, FLAGS.batch_size, FLAGS.seed, epoch,
+                                 FLAGS.drop_remainder)
+                   .map(batch_features, num_parallel_calls=tf.data.AUTOTUNE))
         if not FLAGS.drop_remainder:
-            # The last partial batch is padded with zero-weight rows (static shapes).
+            # A partial batch is padded with zero-weight rows (static batch size).
             batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
-        if resolve_text_loss(FLAGS.text_loss, FLAGS.task) == "token_mean":
+        if token_mean:
             batches = batches.map(token_mean_weights)
         return batches.take(steps).prefetch(tf.data.AUTOTUNE)
     return make_epoch, steps
+
+
+def _length_buckets(FLAGS, features, sources, targets, maxima):
+    """`(boundaries, bucket_of_example)`: the bucket lengths of each padded axis
+    and each training example's bucket. Measuring the examples tokenizes the
+    training set once; `--length_buckets=none` skips that."""
+    if FLAGS.length_buckets == "none":
+        return [[maximum] for maximum in maxima], np.zeros(len(sources), np.int32)
+    measured = (tf.data.Dataset.from_tensor_slices((sources, targets)).batch(1024)
+                .map(lambda s, t: tuple(real_lengths(features(s, t)[0])),
+                     num_parallel_calls=tf.data.AUTOTUNE))
+    lengths = [np.concatenate(axis) for axis in zip(*measured.as_numpy_iterator())]
+    try:
+        boundaries = [parse_length_buckets(FLAGS.length_buckets, axis_lengths, maximum)
+                      for axis_lengths, maximum in zip(lengths, maxima)]
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if len(maxima) > 1:
+        if FLAGS.length_buckets != "auto":
+            # Explicit lengths are the encoder's; the decoder keeps its full length.
+            boundaries[1] = boundaries[1][-1:]
+        # Bucket i pads each axis to its i-th length: the shorter list repeats its first.
+        count = max(len(b) for b in boundaries)
+        boundaries = [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries]
+    return boundaries, bucket_ids(lengths, boundaries)
 
 
 def compile_text_model(model, FLAGS, steps_per_epoch):
@@ -128,11 +165,19 @@ def compile_text_model(model, FLAGS, steps_per_epoch):
 
 
 def generate_texts(serve, sources, batch_size):
-    """Runs the export's `serve` function over `sources` in batches."""
-    outputs = []
-    for start in range(0, len(sources), batch_size):
-        batch = tf.constant(sources[start:start + batch_size])
-        outputs += [t.decode("utf-8", errors="replace") for t in serve(batch)["text"].numpy()]
+    """Runs the export's `serve` function over `sources` in batches.
+
+    Batches hold sources of similar length (sorted by characters, a close
+    proxy for tokens), so each is cut to a short prompt width; the outputs
+    come back in the order of `sources`.
+    """
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    outputs = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        texts = serve(tf.constant([sources[i] for i in chunk]))["text"].numpy()
+        for i, text in zip(chunk, texts):
+            outputs[i] = text.decode("utf-8", errors="replace")
     return outputs
 
 

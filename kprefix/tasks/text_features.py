@@ -87,3 +87,29 @@ def seq2seq_features(tokenizer, source_length, target_length):
         return x, labels, tf.cast(weights, tf.float32)
 
     return features
+
+
+def real_lengths(x):
+    """The real (unpadded) length of each example on each padded axis of `x`:
+    `[sequence]` for GPT-2 features, `[encoder, decoder]` for BART's."""
+    if "padding_mask" in x:
+        masks = [x["padding_mask"]]
+    else:
+        masks = [x["encoder_padding_mask"], x["decoder_padding_mask"]]
+    return [tf.reduce_sum(tf.cast(mask, tf.int32), axis=1) for mask in masks]
+
+
+def crop_features(x, labels, weights, lengths):
+    """`(x, labels, weights)` cut to `lengths` positions per axis (as `real_lengths`).
+
+    Only padding is cut when each length is at least the batch's longest
+    example on that axis.
+    """
+    if "padding_mask" in x:
+        (length,) = lengths
+        x = {name: value[:, :length] for name, value in x.items()}
+        return x, labels[:, :length], weights[:, :length]
+    encoder, decoder = lengths
+    x = {name: value[:, :encoder if name.startswith("encoder") else decoder]
+         for name, value in x.items()}
+    return x, labels[:, :decoder], weights[:, :decoder]
