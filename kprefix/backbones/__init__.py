@@ -18,7 +18,6 @@ Example:
 4
 """
 
-import json
 import os
 
 import keras_hub
