@@ -54,26 +54,43 @@ def check_reachable(handle, timeout=10.0):
 
     Without it, a machine without network retries for most of a minute and
     then reports a missing `config.json`. A Hugging Face repository already
-    in the local cache, `HF_HUB_OFFLINE`, and other handles are left to
-    keras-hub.
+    or Kaggle model version already in the local cache, `HF_HUB_OFFLINE`, and
+    other handles are left to keras-hub.
 
     >>> check_reachable("/a/local/preset")  # nothing to reach
     """
     scheme = next((s for s in HOSTS if handle.lower().startswith(s)), None)
     if scheme is None or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return
-    if scheme == "hf://":
-        from huggingface_hub import try_to_load_from_cache
-
-        repo = "/".join(handle[len(scheme):].split("/")[:2])
-        if isinstance(try_to_load_from_cache(repo, preset_utils.CONFIG_FILE), str):
-            return
+    if _in_local_cache(scheme, handle[len(scheme):]):
+        return
     host = HOSTS[scheme]
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError as error:
         raise ConnectionError(f"cannot reach {host} to download --backbone={handle!r} "
                               f"({error})") from None
+
+
+def _in_local_cache(scheme, name):
+    """Whether the hub's own cache already holds the preset `name` (no download needed)."""
+    if scheme == "hf://":
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = "/".join(name.split("/")[:2])
+        return isinstance(try_to_load_from_cache(repo, preset_utils.CONFIG_FILE), str)
+    if scheme == "kaggle://":
+        from kagglehub.cache import Cache
+        from kagglehub.handle import parse_model_handle
+
+        try:
+            model = parse_model_handle(name)
+        except ValueError:
+            return False
+        # A handle without a version resolves the newest one online.
+        return (model.version is not None
+                and Cache().load_from_cache(model, preset_utils.CONFIG_FILE) is not None)
+    return False
 
 
 def transformers_config(handle):

@@ -31,7 +31,7 @@ Example: two sequences padded to 4 and to 6 tokens give the same loss.
 >>> weights = np.array([[0, 1, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0]], "float32")
 >>> short = float(loss(labels[:, :4], logits[:, :4], weights[:, :4]))
 >>> long = float(loss(labels, logits, weights))
->>> round(short, 5), round(long, 5), round(2 * np.log(3), 5)
+>>> round(short, 5), round(long, 5), round(float(2 * np.log(3)), 5)
 (2.19722, 2.19722, 2.19722)
 """
 
