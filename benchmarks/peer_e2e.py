@@ -48,14 +48,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from peer_parity import INSTALL_HINT, peer_missing  # noqa: E402
-from peer_workers import cpu_model, peak_mb  # noqa: E402
+from peer_workers import Worker, cpu_model, peak_mb  # noqa: E402
 
 flags.DEFINE_integer("rounds", 2, "ABBA rounds (kprefix first in odd ones).", lower_bound=1)
 flags.DEFINE_integer("examples", 400, "E2E training pairs in the workload.", lower_bound=10)
@@ -300,38 +299,12 @@ def serve(side):
     print(f"PEAK {peak_mb()}", flush=True)
 
 
-class Worker:
-    """One side's process, driven line by line."""
-
-    def __init__(self, side, workload_path):
-        command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
-                   f"--workload={workload_path}", f"--threads={FLAGS.threads}",
-                   f"--new_tokens={FLAGS.new_tokens}"]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
-        self.side = side
-        self.stderr = open(os.devnull, "w") if not FLAGS.worker_logs else None
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, env=env)
-        self.info = json.loads(self._answer("READY"))
-
-    def _answer(self, tag):
-        for line in self.process.stdout:
-            if line.startswith(tag + " "):
-                return line[len(tag) + 1:]
-        sys.exit(f"The {self.side} side stopped (exit {self.process.wait()}); rerun with "
-                 "--worker_logs to see why.")
-
-    def seconds(self, unit):
-        self.process.stdin.write(unit + "\n")
-        self.process.stdin.flush()
-        return float(self._answer("SECONDS"))
-
-    def close(self):
-        self.process.stdin.write("exit\n")
-        self.process.stdin.flush()
-        peak = float(self._answer("PEAK"))
-        self.process.wait()
-        return peak
+def start_worker(side, workload_path):
+    """This script as one side's process (see `peer_workers.Worker`)."""
+    command = [sys.executable, os.path.abspath(__file__), f"--side={side}",
+               f"--workload={workload_path}", f"--threads={FLAGS.threads}",
+               f"--new_tokens={FLAGS.new_tokens}"]
+    return Worker(side, command, show_logs=FLAGS.worker_logs)
 
 
 def main(argv):
@@ -364,14 +337,14 @@ def main(argv):
         print(f"parity: max |logit difference| kprefix vs PEFT = {difference:.2e}", flush=True)
         if not difference < 1e-4:
             sys.exit(f"kprefix and PEFT compute different logits ({difference:.2e}).")
-    workers = {side: Worker(side, path) for side in ("kprefix", "peft")}
+    workers = {side: start_worker(side, path) for side in ("kprefix", "peft")}
     print(f"kprefix: {workers['kprefix'].info}\nPEFT: {workers['peft'].info}", flush=True)
     seconds = {(side, unit): [] for side, units in UNITS.items() for unit in units}
     for n in range(FLAGS.rounds):
         order = ("kprefix", "peft") if n % 2 == 0 else ("peft", "kprefix")
         for side in order:
             for unit in UNITS[side]:
-                seconds[side, unit].append(workers[side].seconds(unit))
+                seconds[side, unit].append(float(workers[side].ask(unit, "SECONDS")))
         print(f"round {n + 1}: " + "; ".join(f"{s} {u} {v[-1]:.1f}s"
                                              for (s, u), v in seconds.items()), flush=True)
     peaks = {side: worker.close() for side, worker in workers.items()}
