@@ -58,7 +58,7 @@ def _classifier(variant, precision="float32", full_finetune=False):
 def models_use_xla():
     import tensorflow as tf
 
-    from kprefix.train import jit_compile_for
+    from kprefix.runs.train import jit_compile_for
 
     return jit_compile_for(tf.distribute.get_strategy(), FLAGS.jit_compile)
 

@@ -71,7 +71,7 @@ def _gpt2_decoders(models):
     import numpy as np
     import tensorflow as tf
 
-    from kprefix.decoding import generate_gpt2
+    from kprefix.tasks.decoding import generate_gpt2
 
     rng = np.random.default_rng(0)
     token_ids = rng.integers(1, 50000, (FLAGS.batch_size, FLAGS.prompt_length)).astype("int32")
@@ -96,7 +96,7 @@ def _bart_decoders(models):
     import numpy as np
     import tensorflow as tf
 
-    from kprefix.decoding import generate_bart
+    from kprefix.tasks.decoding import generate_bart
 
     rng = np.random.default_rng(0)
     source = tf.constant(rng.integers(3, 50000, (FLAGS.batch_size, FLAGS.prompt_length)),

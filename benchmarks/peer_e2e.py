@@ -138,7 +138,7 @@ def kprefix_units(data):
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from kprefix import train
+    from kprefix.runs import train
     from kprefix.backbones import build_backbone
     from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_buckets
     from kprefix.experiments.common import compile_for_training
@@ -191,7 +191,7 @@ def kprefix_decoding(lm, data):
     """One unit: the evaluation's decoding of the test sources (length-sorted batches of
     10 through the export's serving function, beam 5, stopping when all beams are done)."""
     from kprefix.experiments.text_generation import generate_texts
-    from kprefix.export import export_text_generator
+    from kprefix.runs.export import export_text_generator
     from kprefix.replicate.byte_pair_encoding import gpt2_tokenizer
 
     tokenizer = gpt2_tokenizer(json.loads(str(data["vocabulary"])),

@@ -12,7 +12,7 @@ length P=10 in every layer, AdamW, the same number of threads. The pairs are
 - training, No-share against PEFT's plain prefixes;
 - cached decoding of the Deep-share model, greedy and beam 5, 2 prompts of
   16 tokens, exactly `--new_tokens` new tokens (kprefix: the folded prefix and
-  `kprefix.decoding.generate_gpt2`; PEFT: `model.generate`).
+  `kprefix.tasks.decoding.generate_gpt2`; PEFT: `model.generate`).
 
 kprefix runs with the project's default training flags (those of
 `python -m kprefix.launch`, e.g. `--jit_compile`), compiled by the same code
@@ -145,9 +145,9 @@ def kprefix_units():
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-    from kprefix import train
+    from kprefix.runs import train
     from kprefix.backbones import BUILT_IN
-    from kprefix.decoding import generate_gpt2
+    from kprefix.tasks.decoding import generate_gpt2
     from kprefix.experiments.common import compile_for_training
     from peer_parity import kprefix_lm
 

@@ -138,7 +138,7 @@ class KprefixSide:
 
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
-        from kprefix import train
+        from kprefix.runs import train
         from kprefix.backbones import build_backbone
         from kprefix.experiments.common import compile_for_training
         from kprefix.prefix import PrefixConfig

@@ -27,8 +27,9 @@ import sys
 
 from absl import app, flags
 
-from kprefix import cli, logs, methods
-from kprefix.flag_help import group
+from kprefix import cli, methods
+from kprefix.cli import tensorflow_logs
+from kprefix.cli.grouped_help import group
 from kprefix.prefix import flags as prefix_flags
 
 FLAGS = flags.FLAGS
@@ -220,7 +221,7 @@ flags.DEFINE_bool("resume_from_unverified", False,
                   "counts as a checkpoint, a bad one is reported and left in place.")
 
 # Flags a restart may change; every other flag must equal the recorded one
-# (see kprefix.workdir.check_run_config). `epochs` may only grow.
+# (see kprefix.runs.workdir.check_run_config). `epochs` may only grow.
 RESTART_MAY_CHANGE = {
     "workdir", "export", "strategy", "tpu", "jit_compile", "checkpoint_every_steps",
     "peer_timeout_seconds", "phase_timeout_seconds", "config", "divergence_factor", "resume_from_unverified",
@@ -300,7 +301,7 @@ def check_settings():
 def check_cluster():
     """A usage error for a missing or malformed `TF_CONFIG` where the strategy needs one."""
     if FLAGS.strategy == "multi_worker_mirrored":
-        from kprefix import multi_worker
+        from kprefix.runs import multi_worker
 
         try:
             multi_worker.cluster_from_tf_config()
@@ -308,16 +309,16 @@ def check_cluster():
             raise app.UsageError(str(error)) from None
 
 
-def check_workdir(task):
+def check_workdir(role):
     """Read-only checks of `--workdir` by the chief.
 
     Refuses a workdir that a live run holds, settings that differ from the
     ones the run started with, and checkpoint files that no manifest vouches
     for (unless `--resume_from_unverified`). Writes nothing.
     """
-    from kprefix import checkpoints, workdir
+    from kprefix.runs import checkpoints, workdir
 
-    if not task.is_chief:
+    if not role.is_chief:
         return
     workdir.WorkdirLock(FLAGS.workdir).check_free()
     try:
@@ -343,12 +344,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     prefix_config = check_settings()
-    logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
+    tensorflow_logs.import_tensorflow_quietly(FLAGS.verbosity if FLAGS["verbosity"].present else None)
     check_cluster()
-    from kprefix import workdir
+    from kprefix.runs import cluster, workdir
 
-    task = workdir.this_task()
-    check_workdir(task)
+    role = cluster.cluster_role()
+    check_workdir(role)
     if FLAGS.task == "image_classification":
         from kprefix.experiments import image_classification as experiment
     else:
@@ -361,14 +362,14 @@ def main(argv):
             workdir.check_writable(FLAGS.workdir)
         except OSError as error:
             raise app.UsageError(f"--workdir={FLAGS.workdir!r}: {error}") from None
-        lock = workdir.WorkdirLock(FLAGS.workdir) if task.is_chief else None
+        lock = workdir.WorkdirLock(FLAGS.workdir) if role.is_chief else None
         if lock is not None:
             lock.acquire()
             if lock.took_over:
                 print(f"Took over the stale lock of pid {lock.took_over.get('pid')} on "
                       f"{lock.took_over.get('host')} (that run is gone).", flush=True)
         try:
-            _run(task, train_evaluate_export)
+            _run(role, train_evaluate_export)
         finally:
             if lock is not None:
                 lock.release()
@@ -387,8 +388,8 @@ def _fail(message, code=1):
 def _as_one_of_several_workers(run):
     """`run()` as one worker of several: a dead peer ends the run with a
     message naming it (the strategy also makes SIGTERM/SIGINT end a blocked
-    worker, see `kprefix.multi_worker`)."""
-    from kprefix import multi_worker
+    worker, see `kprefix.runs.multi_worker`)."""
+    from kprefix.runs import multi_worker
 
     try:
         return run()
@@ -404,7 +405,7 @@ def _as_one_of_several_workers(run):
     except BaseException as error:
         # Any other failure (preemption included): tell the peers at once
         # (instead of after --peer_timeout_seconds) and leave promptly.
-        from kprefix.train import Preempted
+        from kprefix.runs.train import Preempted
 
         multi_worker.report_failure_to_peers(error)
         code = (Preempted.exit_code if isinstance(error, Preempted)
@@ -414,20 +415,20 @@ def _as_one_of_several_workers(run):
         raise
 
 
-def _run(task, train_evaluate_export):
-    from kprefix import checkpoints, train, workdir
+def _run(role, train_evaluate_export):
+    from kprefix.runs import checkpoints, files, train, workdir
 
     flag_values = _launch_flags()
     results_path = os.path.join(FLAGS.workdir, "results.json")
-    if task.is_chief:
+    if role.is_chief:
         if workdir.check_run_config(FLAGS.workdir, _recorded_flags()):
             print(f"Continuing with more --epochs ({FLAGS.epochs}); the learning-rate "
                   "schedule now spans the new total.", flush=True)
     try:
         results, summary = train_evaluate_export()
     except train.Diverged as error:
-        if task.is_chief:
-            workdir.write_json(results_path, {"status": "diverged", "error": str(error),
+        if role.is_chief:
+            files.write_json(results_path, {"status": "diverged", "error": str(error),
                                               "diverged_at_step": error.step,
                                               "flags": flag_values})
         _fail(f"training diverged: {error}")
@@ -435,12 +436,12 @@ def _run(task, train_evaluate_export):
         _fail(str(error), code=train.Preempted.exit_code)
     except checkpoints.CheckpointError as error:
         _fail(str(error))
-    if not task.is_chief:
-        print(f"Done ({task.name}); the chief wrote the results.", flush=True)
+    if not role.is_chief:
+        print(f"Done ({role.name}); the chief wrote the results.", flush=True)
         return
     results["status"] = "completed"
     results["flags"] = flag_values
-    workdir.write_json(results_path, results)  # last: its presence means the run finished
+    files.write_json(results_path, results)  # last: its presence means the run finished
     print(
         "\nDone.\n"
         + "".join(f"  {line}\n" for line in summary)

@@ -59,7 +59,7 @@ import sys
 from absl import app, flags
 
 from kprefix import cli
-from kprefix.flagfiles import FlagfileError, expand_flagfiles
+from kprefix.cli.flagfiles import FlagfileError, expand_flagfiles
 from kprefix.methods import run_family
 
 DEFAULT_LEARNING_RATES = ("50", "25", "10", "5", "2.5", "1", "0.5", "0.25", "0.1", "0.05")
@@ -173,7 +173,7 @@ def launch_flag_values(args) -> flags.FlagValues:
     """`kprefix.launch`'s flags parsed from `args` into their own `FlagValues`
     (the global flags are left alone); unset flags keep their defaults.
 
-    Flagfiles and `--config=` expand as for a launch (`kprefix.flagfiles`:
+    Flagfiles and `--config=` expand as for a launch (`kprefix.cli.flagfiles`:
     nested includes relative to the including file); the last setting wins.
 
     >>> launch_flag_values(["--config=nlg/e2e"]).text_loss

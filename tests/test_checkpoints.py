@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import image_classifier
-from kprefix.checkpoints import CheckpointError, CheckpointStore, NonFiniteState
+from kprefix.runs.checkpoints import CheckpointError, CheckpointStore, NonFiniteState
 
 
 def _trained(seed=0, steps=1):

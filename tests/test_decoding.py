@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import bart_inputs, bart_lm, gpt2_lm, prefix_config
-from kprefix.decoding import beam_search, generate_bart, generate_gpt2
+from kprefix.tasks.decoding import beam_search, generate_bart, generate_gpt2
 from kprefix.tasks import PrefixGPT2CausalLM
 
 PROMPTS = np.array([[7, 3, 9, 0], [5, 0, 0, 0], [4, 11, 0, 0]], "int32")
@@ -377,7 +377,7 @@ def test_full_length_normalization_equals_exhaustive_search_as_transformers_3_2(
 
 
 def test_repeated_ngram_ban_by_hand():
-    from kprefix.decoding import _repeated_ngram_mask
+    from kprefix.tasks.decoding import _repeated_ngram_mask
 
     # Row 0: "3 4 5 3 |" -> the next token after "3" may not be 4 (3 4 seen).
     # Row 1: "3 4 3 4 |" with trigrams: "3 4" seen followed by 3 -> 3 banned.

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from absl.app import UsageError
 
-from kprefix import errors
+from kprefix.cli import errors
 
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"),
                                     reason="/dev/full (always full) is Linux only")

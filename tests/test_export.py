@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import gpt2_lm, image_classifier, images
-from kprefix.export import export_image_classifier, export_text_generator
+from kprefix.runs.export import export_image_classifier, export_text_generator
 from kprefix.tasks.tokenizers import load_tokenizer
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from absl import flags
 
-from kprefix.flagfiles import FlagfileError, available_configs, config_path, expand_flagfiles
+from kprefix.cli.flagfiles import FlagfileError, available_configs, config_path, expand_flagfiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -103,7 +103,7 @@ def test_bucketed_and_fixed_padding_give_the_same_loss_and_gradients(task):
 def test_batch_shapes_are_at_most_the_buckets_over_epochs():
     make_epoch, _ = _training_batches(_settings("table_to_text", "48,72", drop_remainder=True),
                                       load_tokenizer("gpt2_tiny"), _examples(), log=lambda _: None)
-    epochs = tf.data.Dataset.range(3).flat_map(make_epoch)  # as kprefix.train streams them
+    epochs = tf.data.Dataset.range(3).flat_map(make_epoch)  # as kprefix.runs.train streams them
     shapes = {tuple(x["token_ids"].shape) for x, _, _ in epochs}
     assert 1 < len(shapes) <= 3 and {rows for rows, _ in shapes} == {4}
     assert {length for _, length in shapes} <= {48, 72, 96}

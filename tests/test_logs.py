@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kprefix import logs
+from kprefix.cli import tensorflow_logs as logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

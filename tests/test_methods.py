@@ -13,7 +13,7 @@ import pytest
 
 from helpers import bart_inputs, bart_lm, gpt2_inputs, gpt2_lm, image_classifier, images
 from kprefix.backbones import attention_sites, final_norms, transformer_blocks
-from kprefix.export import export_image_classifier
+from kprefix.runs.export import export_image_classifier
 from kprefix.methods import (METHODS, TEXT_METHODS, MethodConfig, apply_method,
                              folded_for_export, lora_enabled)
 
@@ -251,7 +251,7 @@ def test_methods_that_do_not_fit_the_task_are_usage_errors(tmp_path):
 @pytest.mark.parametrize("method,options", VISION_CASES,
                          ids=[f"{m}-{'-'.join(map(str, o.values()))}" for m, o in VISION_CASES])
 def test_checkpoints_hold_every_trained_variable(method, options):
-    from kprefix.checkpoints import training_state
+    from kprefix.runs.checkpoints import training_state
 
     model = _classifier(method, **options)
     held = {id(v) for v in training_state(model).values()}

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kprefix import multi_worker, train
-from kprefix.checkpoints import CheckpointStore
+from kprefix.runs import multi_worker, train
+from kprefix.runs.checkpoints import CheckpointStore
 from multiworker import REPO, Cluster
 
 # The quickstart model and data, shortened to stay fast.
@@ -193,7 +193,7 @@ def test_signal_ends_a_process_blocked_outside_python(tmp_path):
     # The main thread blocks in C (a read that never returns), as in a
     # collective whose peer is gone; SIGTERM must still end the process.
     script = ("import os, sys; sys.path.insert(0, %r)\n"
-              "from kprefix.multi_worker import exit_on_signals\n"
+              "from kprefix.runs.multi_worker import exit_on_signals\n"
               "exit_on_signals(grace_seconds=1)\n"
               "r, w = os.pipe(); print('blocked', flush=True); os.read(r, 1)\n" % str(REPO))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)

@@ -79,7 +79,7 @@ def _outside_env():
 def _installed_kprefix(python, cwd):
     """Where `python` imports kprefix and its configs from, and a named config expanded."""
     probe = _run([str(python), "-c", (
-        "import json, kprefix; from kprefix.flagfiles import configs_dir, expand_flagfiles\n"
+        "import json, kprefix; from kprefix.cli.flagfiles import configs_dir, expand_flagfiles\n"
         "print(json.dumps([kprefix.__file__, str(configs_dir()),"
         " expand_flagfiles(['p', '--config=vtab/deep_cifar100'])]))")],
         cwd=cwd, env=_outside_env())
@@ -143,6 +143,6 @@ def test_editable_install_imports_the_source_folder_and_its_configs(tmp_path):
     assert configs == str(source / "configs")
     # An edit to the source shows without reinstalling.
     (source / "configs" / "edited.cfg").write_text("--epochs=3\n")
-    listed = _run([str(python), "-c", "from kprefix.flagfiles import available_configs\n"
+    listed = _run([str(python), "-c", "from kprefix.cli.flagfiles import available_configs\n"
                    "print(available_configs())"], cwd=tmp_path, env=_outside_env())
     assert "'edited'" in listed.stdout

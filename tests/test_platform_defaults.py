@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from kprefix import train
+from kprefix.runs import train
 
 
 def test_unset_jit_compile_is_off_on_cpu_and_explicit_values_are_kept():

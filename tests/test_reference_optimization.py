@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kprefix import train
+from kprefix.runs import optimizers
 from kprefix.data.batching import num_batches, pad_to_full_batch
 from kprefix.data.image_tasks import load_image_task_data
-from kprefix.optimizers import ClippedSGD, CoupledSGD
+from kprefix.runs.optimizers import ClippedSGD, CoupledSGD
 
 W0 = np.array([[0.5, -1.0], [2.0, 0.25]], "float32")
 GRADIENTS = [np.array([[0.1, 0.2], [-0.3, 0.4]], "float32") * (k + 1) for k in range(4)]
@@ -59,7 +59,7 @@ def _run(optimizer, jit):
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_coupled_sgd_is_torch_sgd(jit, weight_decay):
-    optimizer = train.make_optimizer("sgd", 1.0, weight_decay, 256, 4, 0,
+    optimizer = optimizers.make_optimizer("sgd", 1.0, weight_decay, 256, 4, 0,
                                      weight_decay_mode="coupled", schedule=_Rates())
     assert isinstance(optimizer, CoupledSGD)
     expected = torch_sgd(W0, GRADIENTS, RATES, 0.9, weight_decay)
@@ -70,7 +70,7 @@ def test_coupled_sgd_is_torch_sgd(jit, weight_decay):
 
 
 def test_decoupled_sgd_is_keras_sgd():
-    optimizer = train.make_optimizer("sgd", 1.0, 0.1, 256, 4, 0, schedule=_Rates())
+    optimizer = optimizers.make_optimizer("sgd", 1.0, 0.1, 256, 4, 0, schedule=_Rates())
     expected = keras_sgd(W0, GRADIENTS, RATES, 0.9, 0.1)
     np.testing.assert_allclose(_run(optimizer, jit=False), expected, rtol=1e-6, atol=1e-6)
 
@@ -89,7 +89,7 @@ def test_coupled_sgd_leaves_excluded_variables_undecayed():
 
 def test_coupled_is_sgd_only():
     with pytest.raises(ValueError, match="decoupled"):
-        train.make_optimizer("adamw", 1e-3, 0.0, 8, 10, 0, weight_decay_mode="coupled")
+        optimizers.make_optimizer("adamw", 1e-3, 0.0, 8, 10, 0, weight_decay_mode="coupled")
 
 
 def torch_clip(gradients, max_norm):
@@ -103,7 +103,7 @@ def torch_clip(gradients, max_norm):
 def test_clip_norm_is_global_over_variables(max_norm):
     gradients = [np.array([3.0, 0.0], "float32"), np.array([[0.0], [4.0]], "float32")]
     weights = [keras.Variable(np.zeros(2, "float32")), keras.Variable(np.zeros((2, 1), "float32"))]
-    optimizer = train.make_optimizer("sgd", 256.0, 0.0, 1, 1, 0, clip_norm=max_norm,
+    optimizer = optimizers.make_optimizer("sgd", 256.0, 0.0, 1, 1, 0, clip_norm=max_norm,
                                      schedule=1.0)
     assert isinstance(optimizer, ClippedSGD)
     optimizer.apply(gradients, weights)  # first SGD step: w = -lr * clipped gradient
@@ -125,7 +125,7 @@ def test_clip_norm_applies_to_the_summed_gradient_under_mirrored(two_cpus):
         with strategy.scope():
             model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
                 1, kernel_initializer="ones")])
-            model.compile(optimizer=train.make_optimizer(
+            model.compile(optimizer=optimizers.make_optimizer(
                 "sgd", 256.0, 0.0, 1, 1, 0, weight_decay_mode="coupled", clip_norm=0.1,
                 schedule=1.0), loss="mse")
         model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), verbose=0)
@@ -147,7 +147,7 @@ def reference_lr(epoch, warmup, total, base):
 
 def test_epoch_schedule_matches_the_reference_scheduler():
     steps_per_epoch = 8  # VTAB-1k: 1000 examples in batches of 128, the last one kept
-    schedule = train.make_schedule("sgd", 10.0, 128, steps_per_epoch, 100, 10, "epoch")
+    schedule = optimizers.make_schedule("sgd", 10.0, 128, steps_per_epoch, 100, 10, "epoch")
     base = 10.0 * 128 / 256
     for epoch in (0, 1, 5, 9, 10, 11, 55, 99):
         for step in (epoch * steps_per_epoch, epoch * steps_per_epoch + steps_per_epoch - 1):
@@ -155,10 +155,10 @@ def test_epoch_schedule_matches_the_reference_scheduler():
                                                           abs=1e-6)
     # Hand-computed: epoch 0 trains at 0, epoch 5 at half the rate, epoch 55 half-way down.
     assert [round(float(schedule(e * 8)), 4) for e in (0, 5, 10, 55)] == [0.0, 2.5, 5.0, 2.5]
-    per_step = train.make_schedule("sgd", 10.0, 128, steps_per_epoch, 100, 80, "step")
+    per_step = optimizers.make_schedule("sgd", 10.0, 128, steps_per_epoch, 100, 80, "step")
     assert float(per_step(4)) == pytest.approx(base * 4 / 80)
     with pytest.raises(ValueError, match="schedule_unit"):
-        train.make_schedule("sgd", 1.0, 8, 1, 1, 0, "batch")
+        optimizers.make_schedule("sgd", 1.0, 8, 1, 1, 0, "batch")
 
 
 def test_padded_last_batch_loss_and_gradient_are_the_mean_over_real_examples():

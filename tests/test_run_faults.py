@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from helpers import assert_one_line_error, file_digests
-from kprefix.checkpoints import CheckpointStore
+from kprefix.runs.checkpoints import CheckpointStore
 from kprefix.data.nlg import locate_shared_data_dir
-from kprefix.workdir import WorkdirLock
+from kprefix.runs.workdir import WorkdirLock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = [f"--flagfile={os.path.join(ROOT, 'configs', 'quickstart.cfg')}",
@@ -308,7 +308,7 @@ def test_train_interrupt_resume_and_export_entirely_on_ram_filesystem():
         import tensorflow as tf
         from absl import flags
         from kprefix import launch
-        from kprefix.checkpoints import CheckpointStore
+        from kprefix.runs.checkpoints import CheckpointStore
 
         workdir = "ram://runs/quickstart"
         flags.FLAGS({["launch", *QUICKSTART]!r} + ["--epochs=2", "--checkpoint_every_steps=4",

@@ -100,7 +100,7 @@ def test_nlg_flagfiles_parse_with_the_paper_settings():
         import glob, json
         from absl import flags
         import kprefix.launch  # defines the flags
-        from kprefix.flagfiles import expand_flagfiles
+        from kprefix.cli.flagfiles import expand_flagfiles
         out = {}
         for path in sorted(glob.glob("configs/nlg/*.cfg")):
             values = flags.FlagValues()

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import bart_lm, gpt2_lm
-from kprefix.export import export_text_generator, prompt_widths
+from kprefix.runs.export import export_text_generator, prompt_widths
 from kprefix.tasks.tokenizers import load_tokenizer
 
 SHORT = "name[A]"

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import image_classifier
-from kprefix import train
-from kprefix.checkpoints import CheckpointStore
+from kprefix.runs import optimizers, train
+from kprefix.runs.checkpoints import CheckpointStore
 from kprefix.data.image_tasks import load_image_task_data
 
 
@@ -76,7 +76,7 @@ def _fit(workdir, epochs, every=0):
     data = load_image_task_data("digits", image_size=16, batch_size=128, seed=1)
     model = image_classifier("deep_share", seed=1, num_classes=10, dropout=0.1)
     model.compile(
-        optimizer=train.make_optimizer("sgd", 0.5, 1e-4, 128, data.steps_per_epoch * 2,
+        optimizer=optimizers.make_optimizer("sgd", 0.5, 1e-4, 128, data.steps_per_epoch * 2,
                                        data.steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
@@ -112,14 +112,14 @@ def test_mid_epoch_resume_continues_exactly(tmp_path):
 
 
 def test_schedules():
-    cosine = train.WarmupCosine(1.0, warmup_steps=4, total_steps=12)
-    linear = train.WarmupLinear(1.0, warmup_steps=4, total_steps=12)
+    cosine = optimizers.WarmupCosine(1.0, warmup_steps=4, total_steps=12)
+    linear = optimizers.WarmupLinear(1.0, warmup_steps=4, total_steps=12)
     assert [round(float(cosine(s)), 4) for s in (0, 2, 4, 8, 12)] == [0.0, 0.5, 1.0, 0.5, 0.0]
     assert [round(float(linear(s)), 4) for s in (2, 4, 8, 12)] == [0.5, 1.0, 0.5, 0.0]
-    sgd = train.make_optimizer("sgd", 0.1, 0.0, 512, 10, 0)
+    sgd = optimizers.make_optimizer("sgd", 0.1, 0.0, 512, 10, 0)
     assert float(sgd.learning_rate) == pytest.approx(0.2)  # scaled by 512/256
     with pytest.raises(ValueError, match="--optimizer"):
-        train.make_optimizer("lamb", 0.1, 0.0, 8, 10, 1)
+        optimizers.make_optimizer("lamb", 0.1, 0.0, 8, 10, 1)
 
 
 def test_mixed_precision_keeps_prefix_variables_float32():

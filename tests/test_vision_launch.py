@@ -72,7 +72,7 @@ def test_every_flagfile_loads_with_the_launch_flags():
         import sys
         from absl import flags
         import kprefix.launch
-        from kprefix.flagfiles import expand_flagfiles
+        from kprefix.cli.flagfiles import expand_flagfiles
         for path in sys.argv[1:]:
             flags.FLAGS.unparse_flags()
             flags.FLAGS(expand_flagfiles(["launch", "--flagfile=" + path]))
@@ -92,7 +92,7 @@ import dataclasses
 import sys
 
 sys.path.insert(0, {tests!r})
-from kprefix import logs
+from kprefix.cli import tensorflow_logs as logs
 
 logs.configure_tensorflow_logging(sys.argv)
 logs.import_tensorflow_quietly(None)  # as the launch does, before the mocks import TFDS

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
-from kprefix import workdir
+from kprefix.runs import cluster, files, workdir
 
 
 def test_chief_is_the_chief_task_or_worker_zero():
     def task(config):
-        return workdir.this_task({"TF_CONFIG": json.dumps(config)})
+        return cluster.cluster_role({"TF_CONFIG": json.dumps(config)})
 
     workers = {"worker": ["localhost:1", "localhost:2"]}
     assert task({"cluster": workers, "task": {"type": "worker", "index": 0}}).is_chief
@@ -23,14 +23,14 @@ def test_chief_is_the_chief_task_or_worker_zero():
     with_chief = dict(workers, chief=["localhost:3"])
     assert task({"cluster": with_chief, "task": {"type": "chief", "index": 0}}).is_chief
     assert not task({"cluster": with_chief, "task": {"type": "worker", "index": 0}}).is_chief
-    assert not workdir.this_task({"TPU_WORKER_ID": "3"}).is_chief
-    assert workdir.this_task({"TPU_WORKER_ID": "0"}).is_chief
-    assert workdir.this_task({}).is_chief
+    assert not cluster.cluster_role({"TPU_WORKER_ID": "3"}).is_chief
+    assert cluster.cluster_role({"TPU_WORKER_ID": "0"}).is_chief
+    assert cluster.cluster_role({}).is_chief
 
 
 def test_json_is_strict_and_atomic(tmp_path):
     path = str(tmp_path / "results.json")
-    workdir.write_json(path, {"loss": float("nan"), "values": [1.0, float("inf")]})
+    files.write_json(path, {"loss": float("nan"), "values": [1.0, float("inf")]})
     text = open(path).read()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
         "loss": None, "values": [1.0, None]}
@@ -47,7 +47,7 @@ def test_a_live_lock_refuses_and_names_its_holder(tmp_path):
 def test_lock_of_a_killed_run_is_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from kprefix.workdir import WorkdirLock
+        from kprefix.runs.workdir import WorkdirLock
         WorkdirLock({str(tmp_path)!r}).acquire()
         print("locked", flush=True)
         time.sleep(600)
@@ -63,7 +63,7 @@ def test_lock_of_a_killed_run_is_taken_over(tmp_path):
 
 
 def test_lock_with_an_old_heartbeat_is_stale(tmp_path):
-    workdir.write_json(str(tmp_path / "run.lock"), {
+    files.write_json(str(tmp_path / "run.lock"), {
         "host": "another-host", "pid": 1, "token": "x", "started": 0,
         "heartbeat": time.time() - 3600})
     lock = workdir.WorkdirLock(str(tmp_path), stale_seconds=300).acquire()
@@ -103,9 +103,9 @@ def _folder(path, text):
 
 def test_replace_directory_swaps_old_for_new(tmp_path):
     _folder(tmp_path / "export", "old")
-    partial = workdir.partial_directory(str(tmp_path / "export"))
+    partial = files.partial_directory(str(tmp_path / "export"))
     _folder(tmp_path / os.path.basename(partial), "new")
-    workdir.replace_directory(partial, str(tmp_path / "export"))
+    files.replace_directory(partial, str(tmp_path / "export"))
     assert sorted(os.listdir(tmp_path)) == ["export"]
     assert (tmp_path / "export" / "saved_model.pb").read_text() == "new"
 
@@ -113,7 +113,7 @@ def test_replace_directory_swaps_old_for_new(tmp_path):
 def test_recover_puts_back_an_export_moved_aside_and_drops_partial_ones(tmp_path):
     _folder(tmp_path / "export.old-1234", "old")
     _folder(tmp_path / "export.partial-5678", "half")
-    workdir.recover_directory(str(tmp_path / "export"))
+    files.recover_directory(str(tmp_path / "export"))
     assert sorted(os.listdir(tmp_path)) == ["export"]
     assert (tmp_path / "export" / "saved_model.pb").read_text() == "old"
 
@@ -124,15 +124,15 @@ def test_killed_replacement_leaves_old_or_new_never_neither(tmp_path):
     _folder(target, "v0")
     script = textwrap.dedent(f"""
         import os, pathlib
-        from kprefix import workdir
+        from kprefix.runs import files
         target = {str(target)!r}
         for version in range(1, 100000):
-            partial = pathlib.Path(workdir.partial_directory(target))
+            partial = pathlib.Path(files.partial_directory(target))
             partial.mkdir()
             (partial / "variables").mkdir()
             (partial / "variables" / "data").write_text(str(version) * 1000)
             (partial / "saved_model.pb").write_text(str(version))
-            workdir.replace_directory(str(partial), target)
+            files.replace_directory(str(partial), target)
             if version == 1:
                 print("running", flush=True)
     """)
@@ -143,7 +143,7 @@ def test_killed_replacement_leaves_old_or_new_never_neither(tmp_path):
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        workdir.recover_directory(str(target))
+        files.recover_directory(str(target))
         assert (target / "saved_model.pb").exists()
         version = (target / "saved_model.pb").read_text()
         assert (target / "variables" / "data").read_text() == version * 1000

@@ -2,9 +2,10 @@
 
 from absl import app
 
-from kprefix import methods, multi_worker, train
+from kprefix import methods
+from kprefix.runs import multi_worker, optimizers, train
 from kprefix.backbones import build_backbone
-from kprefix.workdir import this_task
+from kprefix.runs.cluster import cluster_role
 
 
 def strategy_and_backbone(FLAGS):
@@ -53,10 +54,10 @@ def compile_for_training(model, FLAGS, steps_per_epoch, warmup, no_weight_decay=
     import keras
 
     try:
-        schedule = train.make_schedule(
+        schedule = optimizers.make_schedule(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.batch_size, steps_per_epoch,
             FLAGS.epochs, warmup, FLAGS.schedule_unit, FLAGS.lr_decay)
-        optimizer = train.make_optimizer(
+        optimizer = optimizers.make_optimizer(
             FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.batch_size,
             steps_per_epoch * FLAGS.epochs, warmup, FLAGS.weight_decay_mode, FLAGS.clip_norm,
             schedule=schedule, adam_epsilon=FLAGS.adam_epsilon)
@@ -99,7 +100,7 @@ def fit(FLAGS, model, make_epoch, steps_per_epoch):
 
     result = train.fit(model, make_epoch, steps_per_epoch, FLAGS.epochs, FLAGS.workdir,
                        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-                       chief=this_task().is_chief, divergence_factor=FLAGS.divergence_factor,
+                       chief=cluster_role().is_chief, divergence_factor=FLAGS.divergence_factor,
                        adopt_unverified=FLAGS.resume_from_unverified,
                        after_checkpoint=after_checkpoint)
     multi_worker.lengthen_collective_timeout(strategy, FLAGS.phase_timeout_seconds)

@@ -11,10 +11,10 @@ from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
-from kprefix.export import export_image_classifier
+from kprefix.runs.export import export_image_classifier
 from kprefix.tasks import PrefixImageClassifier
 from kprefix.tasks.image_preprocessors import preset_preprocessor, renormalizer
-from kprefix.workdir import this_task
+from kprefix.runs.cluster import cluster_role
 
 
 def prepare(FLAGS, prefix_config):
@@ -61,7 +61,7 @@ def prepare(FLAGS, prefix_config):
 def _train_evaluate_export(FLAGS, model, data, accounting):
     print(f"{describe_parameters(FLAGS, accounting)}; {data.num_classes} classes, "
           f"{data.steps_per_epoch} steps/epoch.", flush=True)
-    chief = this_task().is_chief
+    chief = cluster_role().is_chief
     start = time.time()
     history, resumed_from = fit(FLAGS, model, data.make_epoch, data.steps_per_epoch)
     train_seconds = time.time() - start

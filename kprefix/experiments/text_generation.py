@@ -20,7 +20,7 @@ from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
-from kprefix.export import export_text_generator
+from kprefix.runs.export import export_text_generator
 from kprefix.metrics.e2e import score_e2e
 from kprefix.metrics.rouge import rouge_f1
 from kprefix.metrics.webnlg import (WebNLGReferences, normalize_webnlg_output,
@@ -30,13 +30,14 @@ from kprefix.tasks.text_features import (causal_lm_features, crop_features, real
                                          seq2seq_features)
 from kprefix.tasks.text_loss import SequenceSumCrossentropy, resolve_text_loss, token_mean_weights
 from kprefix.tasks.tokenizers import load_tokenizer
-from kprefix.workdir import this_task, write_text
+from kprefix.runs.cluster import cluster_role
+from kprefix.runs.files import write_text
 
 TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
 
 
 def decode_settings(FLAGS, tokenizer):
-    """Keyword arguments of `kprefix.decoding` from the decoding flags."""
+    """Keyword arguments of `kprefix.tasks.decoding` from the decoding flags."""
     settings = dict(num_beams=FLAGS.num_beams, length_penalty=FLAGS.length_penalty,
                     end_token_id=tokenizer.end_token_id,
                     length_normalization=FLAGS.length_normalization,
@@ -247,7 +248,7 @@ def prepare(FLAGS, prefix_config):
 def _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings, eval_examples,
                          accounting):
     print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
-    chief = this_task().is_chief
+    chief = cluster_role().is_chief
     start = time.time()
     history, resumed_from = fit(FLAGS, model, make_epoch, steps)
     train_seconds = time.time() - start

@@ -140,13 +140,13 @@ def replicate():
 
     Every flag is checked before anything is written.
     """
-    from kprefix import logs
+    from kprefix.cli import tensorflow_logs
 
     vision = _vision_plan()
     language = _language_plan()
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     started = time.time()
-    logs.import_tensorflow_quietly(None)
+    tensorflow_logs.import_tensorflow_quietly(None)
     pretraining, presets = _pretrain_vision()
     pool, counter = _launch_pool(started)
     runs_dir = os.path.join(FLAGS.output_dir, "runs")
@@ -295,14 +295,14 @@ def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
 
 def _record_timings(started, runs_started, parallel):
     """Adds this invocation to `timings.json` (earlier invocations' entries stay)."""
-    from kprefix import workdir
+    from kprefix.runs import files
 
     path = os.path.join(FLAGS.output_dir, "timings.json")
-    timings = workdir.read_json(path) if os.path.exists(path) else {}
+    timings = files.read_json(path) if os.path.exists(path) else {}
     timings["last_invocation_seconds"] = round(time.time() - started, 1)
     timings["last_invocation_runs_started"] = runs_started
     timings["parallel_runs"] = parallel
-    workdir.write_json(path, timings)
+    files.write_json(path, timings)
     return timings
 
 

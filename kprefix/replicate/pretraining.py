@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from kprefix import workdir
+from kprefix.runs import files
 
 
 def warmup_cosine(steps, learning_rate):
@@ -65,12 +65,12 @@ def save_preset(directory, *parts):
     The preset is built in a sibling folder and swapped in, so a kill leaves
     the old preset or the new one, never a part of it.
     """
-    from kprefix.export import write_atomically
+    from kprefix.runs.export import write_atomically
 
     write_atomically(lambda folder: [part.save_to_preset(folder) for part in parts], directory)
 
 
 def write_summary(path, summary):
     """Writes `summary` to `path` atomically (its presence marks a finished pretraining)."""
-    workdir.write_json(path, summary)
+    files.write_json(path, summary)
     return summary

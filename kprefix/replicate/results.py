@@ -21,7 +21,7 @@ import io
 import math
 import os
 
-from kprefix import workdir
+from kprefix.runs import files
 from kprefix.replicate.statistics import paired_difference, summarize, verdict
 
 PLACEMENTS = ("deep", "shallow")
@@ -81,7 +81,7 @@ def write_results(output_dir, payload):
     tasks = payload["tasks"]
     payload["comparisons"] = comparison_sentences(
         {task: {name: row for name, row in variants.items()} for task, variants in tasks.items()})
-    workdir.write_json(os.path.join(output_dir, "results.json"), payload)
+    files.write_json(os.path.join(output_dir, "results.json"), payload)
     variants = list(dict.fromkeys(name for v in tasks.values() for name in v))
     lines = [
         "# Replication results",
@@ -128,7 +128,7 @@ def write_results(output_dir, payload):
     lines += _text_lines(payload.get("text") or {})
     for note in payload.get("notes", []):
         lines += ["", note]
-    workdir.write_text(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
+    files.write_text(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
 
 
 def _text_lines(text):
@@ -215,7 +215,7 @@ def plot_sample_efficiency(path, sample_efficiency, sizes, xlabel="training exam
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
-    workdir.write_bytes(path, image.getvalue())
+    files.write_bytes(path, image.getvalue())
 
 
 def finite_summary(values):

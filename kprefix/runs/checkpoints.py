@@ -23,7 +23,7 @@ is never touched; `adopt_unverified` checks one by loading it into the model.
 Example:
 
 >>> import keras, numpy as np
->>> from kprefix.checkpoints import CheckpointStore
+>>> from kprefix.runs.checkpoints import CheckpointStore
 >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
 >>> model.compile(optimizer="sgd", loss="mse")
 >>> store = CheckpointStore("ram://doc/checkpoints")
@@ -46,7 +46,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from kprefix.workdir import exists, write_bytes, write_json
+from kprefix.runs.files import exists, write_bytes, write_json
 
 gfile = tf.io.gfile
 _NAME = re.compile(r"ckpt-(\d+)\.json")

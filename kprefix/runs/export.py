@@ -9,7 +9,7 @@ expected shape, also when fed to the graph directly (as TensorFlow Serving
 does). The text export's signature declares `text` as `(None,)` strings.
 
 Exports are written to a sibling folder and moved into place at the end
-(`kprefix.workdir.replace_directory`), so a kill at any moment leaves the
+(`kprefix.runs.files.replace_directory`), so a kill at any moment leaves the
 previous export or the new one, never a broken one. A model whose weights
 hold NaN or infinity is never exported.
 
@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kprefix.checkpoints import NonFiniteState
+from kprefix.runs.checkpoints import NonFiniteState
 from kprefix.methods import folded_for_export
-from kprefix.workdir import exists, partial_directory, recover_directory, replace_directory
+from kprefix.runs.files import exists, partial_directory, recover_directory, replace_directory
 
 
 def write_atomically(save, directory, writer=True):
@@ -112,7 +112,7 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
                           writer=True, reference_framing=False):
     """Folds `model`'s prefixes (merges LoRA) and builds a text-in/text-out serving function.
 
-    Tokenization, beam search (`kprefix.decoding`) and detokenization all run
+    Tokenization, beam search (`kprefix.tasks.decoding`) and detokenization all run
     in the graph. Each batch is cut to the shortest of `prompt_widths` that
     holds its longest prompt, so short prompts do not pay for `source_length`. `settings` are the decoding keyword arguments. With `write`
     the SavedModel goes to `directory`; its `serving_default` signature takes
@@ -128,7 +128,7 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
     """
     import keras_hub
 
-    from kprefix import decoding
+    from kprefix.tasks import decoding
     from kprefix.tasks.text_features import prompt_features
 
     folded = folded_for_export(model)

@@ -30,7 +30,7 @@ import os
 import pathlib
 from typing import List, Sequence
 
-_PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+_PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 # Installed wheel: kprefix/configs (mapped from the repository's configs/ at
 # build time). Source checkout or editable install: the repository's configs/.
 CONFIG_DIRS = (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs")

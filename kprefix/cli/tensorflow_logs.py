@@ -138,8 +138,3 @@ def import_tensorflow_quietly(verbosity: Optional[int]):
             sys.stderr.flush()
     return tf
 
-
-def stdout_is_terminal() -> bool:
-    """Whether progress bars can redraw in place (False when piped or redirected)."""
-    isatty = getattr(sys.stdout, "isatty", None)
-    return bool(isatty and isatty())

@@ -1,30 +1,21 @@
-"""The run directory: one writer, one run at a time, files that are whole or absent.
+"""The run directory: one run at a time, and the settings it started with.
 
-Everything here goes through `tf.io.gfile`, so a workdir can be a local
-folder, `gs://bucket/run` (TPU pods) or TF's in-memory `ram://` filesystem.
-
-- `this_task()` says which process of a cluster this is; only the chief
-  writes (checkpoints, summaries, results, exports).
 - `WorkdirLock` keeps a second run off a live workdir and takes over the
   lock of a run that was killed.
 - `check_run_config` records the settings a run started with and refuses a
   restart that would silently mix two different runs.
-- `write_json`, `write_text` and `replace_directory` write atomically: a kill
-  at any moment leaves the old file (or folder) or the new one.
+- `check_writable` proves a workdir writable before a run writes into it.
+
+Only the chief (`kprefix.runs.cluster`) holds the lock; files are written
+through `kprefix.runs.files`, whole or not at all.
 
 Example:
 
->>> import json, tensorflow as tf
->>> from kprefix.workdir import read_json, write_json
->>> write_json("ram://doc/results.json", {"accuracy": 0.5, "loss": float("nan")})
->>> read_json("ram://doc/results.json")
-{'accuracy': 0.5, 'loss': None}
+>>> check_writable("ram://doc/new_run")
+>>> WorkdirLock("ram://doc/new_run").check_free()
 """
 
-import ctypes
-import dataclasses
 import json
-import math
 import os
 import socket
 import threading
@@ -33,183 +24,9 @@ import uuid
 
 import tensorflow as tf
 
+from kprefix.runs.files import exists, is_local, read_json, write_json
+
 gfile = tf.io.gfile
-
-
-# --- Which process writes --------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """This process's place in a cluster (`TF_CONFIG`, TPU pod host id)."""
-
-    type: str = "chief"
-    index: int = 0
-    is_chief: bool = True
-
-    @property
-    def name(self):
-        return f"{self.type}:{self.index}"
-
-
-def this_task(environ=None):
-    """The `Task` of this process, read from the environment.
-
-    Multi-worker runs name it in `TF_CONFIG` (the chief is the `chief` task,
-    or worker 0 when there is none, as in TensorFlow's multi-worker
-    conventions). TPU pod hosts name it in `TPU_WORKER_ID` or
-    `CLOUD_TPU_TASK_ID`; host 0 writes. Anything else is a single chief.
-
-    >>> this_task({"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:2"]}, '
-    ...            '"task": {"type": "worker", "index": 1}}'})
-    Task(type='worker', index=1, is_chief=False)
-    """
-    environ = os.environ if environ is None else environ
-    config = json.loads(environ.get("TF_CONFIG") or "{}")
-    task = config.get("task") or {}
-    if task:
-        kind, index = task.get("type", "worker"), int(task.get("index", 0))
-        has_chief = bool(config.get("cluster", {}).get("chief"))
-        chief = kind == "chief" or (kind == "worker" and index == 0 and not has_chief)
-        return Task(kind, index, chief)
-    for variable in ("TPU_WORKER_ID", "CLOUD_TPU_TASK_ID"):
-        if environ.get(variable, "").strip().isdigit():
-            index = int(environ[variable])
-            return Task("tpu_host", index, index == 0)
-    return Task()
-
-
-# --- Atomic files ----------------------------------------------------------
-
-def _strict(value):
-    """`value` with non-finite floats as None, so the JSON is standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
-def write_bytes(path, data):
-    """Writes `data` to `path` through a temporary file and a rename.
-
-    On any error (a full disk, say) the temporary file is removed and the
-    previous content of `path`, if any, is untouched.
-    """
-    parent = os.path.dirname(path)
-    if parent:
-        gfile.makedirs(parent)
-    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with gfile.GFile(temporary, "wb") as f:
-            f.write(data)
-        gfile.rename(temporary, path, overwrite=True)
-    except BaseException:
-        if exists(temporary):
-            gfile.remove(temporary)
-        raise
-
-
-def write_text(path, text):
-    """Writes `text` (UTF-8) atomically; see `write_bytes`."""
-    write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path, payload):
-    """Writes `payload` as strict JSON (NaN and infinities become null), atomically."""
-    text = json.dumps(_strict(payload), indent=2, sort_keys=True, default=str, allow_nan=False)
-    write_text(path, text + "\n")
-
-
-def read_json(path):
-    with gfile.GFile(path, "r") as f:
-        return json.load(f)
-
-
-def _exchange_local(a, b):
-    """Atomically swaps two local paths (Linux renameat2); False if unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return result == 0
-
-
-def _is_local(path):
-    return "://" not in path
-
-
-def exists(path):
-    """Whether `path` itself exists (TF's `ram://` counts any name it prefixes)."""
-    parent, base = os.path.split(path.rstrip("/"))
-    return gfile.isdir(parent) and base in {name.rstrip("/") for name in gfile.listdir(parent)}
-
-
-def _move(source, destination):
-    """Renames a folder; where the filesystem cannot (`ram://`), copies it file by file."""
-    try:
-        gfile.rename(source, destination)
-        return
-    except tf.errors.OpError:
-        if exists(destination):
-            raise
-    for folder, _, files in gfile.walk(source):
-        target = destination + folder[len(source.rstrip("/")):]
-        gfile.makedirs(target)
-        for name in files:
-            gfile.copy(os.path.join(folder, name), os.path.join(target, name))
-    gfile.rmtree(source)
-
-
-def replace_directory(source, destination):
-    """Moves the finished folder `source` to `destination`, replacing it.
-
-    Local folders are swapped with one atomic `renameat2(RENAME_EXCHANGE)`,
-    so `destination` is always the old or the new folder. Elsewhere
-    (`gs://`, which has no atomic folder rename) the old folder is first
-    moved aside to `<destination>.old-*`; `recover_directory` puts it back
-    if a kill falls between the two moves.
-    """
-    if not exists(destination):
-        _move(source, destination)
-        return
-    if _is_local(destination) and _exchange_local(source, destination):
-        gfile.rmtree(source)  # now holds the old content
-        return
-    aside = f"{destination}.old-{uuid.uuid4().hex[:8]}"
-    _move(destination, aside)
-    _move(source, destination)
-    gfile.rmtree(aside)
-
-
-def recover_directory(destination):
-    """Cleans what a killed `replace_directory` may have left next to `destination`.
-
-    Unfinished `<destination>.partial-*` folders are removed; a folder moved
-    aside (`.old-*`) returns to `destination` if that is missing.
-    """
-    parent, base = os.path.split(destination.rstrip("/"))
-    if not gfile.isdir(parent):
-        return
-    for name in gfile.listdir(parent):
-        name = name.rstrip("/")
-        path = os.path.join(parent, name)
-        if name.startswith(base + ".partial-"):
-            gfile.rmtree(path)
-        elif name.startswith(base + ".old-"):
-            if exists(destination):
-                gfile.rmtree(path)
-            else:
-                gfile.rename(path, destination)
-
-
-def partial_directory(destination):
-    """A fresh sibling folder name to build `destination` in before `replace_directory`."""
-    return f"{destination.rstrip('/')}.partial-{uuid.uuid4().hex[:8]}"
 
 
 def check_writable(workdir):
@@ -299,7 +116,7 @@ class WorkdirLock:
     def acquire(self):
         started = time.time()
         gfile.makedirs(os.path.dirname(self.path))
-        if _is_local(self.path):
+        if is_local(self.path):
             try:  # O_EXCL: two runs racing for a fresh lock cannot both win
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 with os.fdopen(fd, "w") as f:
@@ -364,7 +181,7 @@ def check_run_config(workdir, config, growable=("epochs",), record=True):
     >>> check_run_config("ram://doc/cfg", {"learning_rate": 0.5, "epochs": 3})
     Traceback (most recent call last):
     ...
-    kprefix.workdir.ChangedRunConfig: ram://doc/cfg was started with other settings: --learning_rate=0.1 (now 0.5). Restart with the recorded values, or use a new --workdir for a new run.
+    kprefix.runs.workdir.ChangedRunConfig: ram://doc/cfg was started with other settings: --learning_rate=0.1 (now 0.5). Restart with the recorded values, or use a new --workdir for a new run.
     """
     path = os.path.join(workdir, "run_config.json")
     config = json.loads(json.dumps(config, default=str))  # compare as recorded

@@ -19,7 +19,7 @@ from `TF_CONFIG` whose failures are bounded in time:
 
 Example (one worker; a real cluster sets `TF_CONFIG` on every worker):
 
->>> from kprefix.multi_worker import cluster_from_tf_config
+>>> from kprefix.runs.multi_worker import cluster_from_tf_config
 >>> cluster_from_tf_config('{"cluster": {"worker": ["host-a:2222", "host-b:2222"]},'
 ...                        ' "task": {"type": "worker", "index": 1}}')
 (['host-a:2222', 'host-b:2222'], 'worker', 1)

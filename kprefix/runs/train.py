@@ -1,8 +1,8 @@
-"""Training: strategies, precision, optimizers, schedules, checkpoints, fit.
+"""Training: strategies, precision, the epoch stream, guards and `fit`.
 
 A run is `fit(...)` on a model built inside `strategy.scope()`, fed by an
 epoch-indexed data stream, so a restarted run sees exactly the batches the
-stopped one would have seen. Checkpoints (`kprefix.checkpoints`) are written
+stopped one would have seen. Checkpoints (`kprefix.runs.checkpoints`) are written
 at the end of every epoch and every `checkpoint_every_steps` steps; `fit`
 resumes from the newest good one at the exact step, mid-epoch included, so a
 killed and restarted run ends with the same weights, bit for bit, as one
@@ -11,41 +11,41 @@ anything is written, and SIGTERM (preemption) saves and stops (`Preempted`).
 
 Example:
 
->>> from kprefix.train import WarmupCosine
->>> schedule = WarmupCosine(base_lr=0.1, warmup_steps=10, total_steps=100)
->>> [round(float(schedule(s)), 4) for s in (0, 5, 10, 100)]
-[0.0, 0.05, 0.1, 0.0]
+>>> from kprefix.runs.train import epoch_stream
+>>> import tensorflow as tf
+>>> make_epoch = lambda epoch: tf.data.Dataset.from_tensors(epoch).repeat(2)
+>>> [int(x) for x in epoch_stream(make_epoch, first_epoch=1, epochs=3)]
+[1, 1, 2, 2]
 """
 
 import math
 import os
 import signal
+import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kprefix.checkpoints import CheckpointStore, NonFiniteState
-from kprefix.logs import stdout_is_terminal
+from kprefix.runs.checkpoints import CheckpointStore, NonFiniteState
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def make_strategy(name, tpu="", peer_timeout_seconds=300):
     """The `tf.distribute` strategy called `name` (see `STRATEGIES`).
 
     `multi_worker_mirrored` reads `TF_CONFIG`; a worker whose peer stops
-    responding fails after `peer_timeout_seconds` (see `kprefix.multi_worker`).
+    responding fails after `peer_timeout_seconds` (see `kprefix.runs.multi_worker`).
     """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
-        from kprefix.multi_worker import make_multi_worker_strategy
+        from kprefix.runs.multi_worker import make_multi_worker_strategy
 
         return make_multi_worker_strategy(peer_timeout_seconds)
     if name == "tpu":
@@ -151,144 +151,6 @@ def cpu_bf16_units(cpuinfo="/proc/cpuinfo"):
     return ()
 
 
-@keras.saving.register_keras_serializable(package="kprefix")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `base_lr`, then cosine decay to 0."""
-
-    def __init__(self, base_lr, warmup_steps, total_steps):
-        self.base_lr = float(base_lr)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        warmup = self.base_lr * step / max(self.warmup_steps, 1)
-        progress = (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1)
-        progress = keras.ops.clip(progress, 0.0, 1.0)
-        cosine = 0.5 * self.base_lr * (1.0 + keras.ops.cos(math.pi * progress))
-        return keras.ops.where(step < self.warmup_steps, warmup, cosine)
-
-    def get_config(self):
-        return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps,
-                    total_steps=self.total_steps)
-
-
-@keras.saving.register_keras_serializable(package="kprefix")
-class WarmupLinear(WarmupCosine):
-    """Linear warm-up from 0 to `base_lr`, then linear decay to 0."""
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        warmup = self.base_lr * step / max(self.warmup_steps, 1)
-        remaining = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        decay = self.base_lr * keras.ops.clip(remaining, 0.0, 1.0)
-        return keras.ops.where(step < self.warmup_steps, warmup, decay)
-
-
-SCHEDULE_UNITS = ("step", "epoch")
-DECAYS = ("auto", "cosine", "linear")
-
-
-@keras.saving.register_keras_serializable(package="kprefix")
-class PerEpoch(keras.optimizers.schedules.LearningRateSchedule):
-    """A schedule over epochs, held constant within each epoch.
-
-    `schedule` is evaluated at the index of the current epoch,
-    `floor(step / steps_per_epoch)`, as a PyTorch `LambdaLR` stepped once per
-    epoch: with a warm-up, epoch 0 runs at learning rate 0.
-
-    >>> per_epoch = PerEpoch(WarmupCosine(1.0, warmup_steps=2, total_steps=4), steps_per_epoch=3)
-    >>> [round(float(per_epoch(s)), 3) for s in range(0, 12, 3)]
-    [0.0, 0.5, 1.0, 0.5]
-    """
-
-    def __init__(self, schedule, steps_per_epoch):
-        if isinstance(schedule, dict):
-            schedule = keras.saving.deserialize_keras_object(schedule)
-        self.schedule = schedule
-        self.steps_per_epoch = int(steps_per_epoch)
-
-    def __call__(self, step):
-        epoch = keras.ops.floor_divide(keras.ops.cast(step, "int64"), self.steps_per_epoch)
-        return self.schedule(epoch)
-
-    def get_config(self):
-        return dict(schedule=keras.saving.serialize_keras_object(self.schedule),
-                    steps_per_epoch=self.steps_per_epoch)
-
-
-def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epochs,
-                  warmup_steps, schedule_unit="step", decay="auto"):
-    """The learning-rate schedule of optimizer `name`.
-
-    `sgd`: base rate scaled by `global_batch_size / 256`, linear warm-up then
-    cosine to 0; `adamw`: linear warm-up then linear decay. `decay`
-    (`cosine` or `linear`) overrides the optimizer's decay shape, e.g. AdamW
-    with cosine decay for VPT's full fine-tuning. With
-    `schedule_unit="epoch"`, `warmup_steps` counts epochs and the rate changes
-    once per epoch (the reference vision scheduler); otherwise it changes
-    every step and `warmup_steps` counts steps.
-    """
-    if schedule_unit not in SCHEDULE_UNITS:
-        raise ValueError(f"Unknown --schedule_unit={schedule_unit!r}; choose one of "
-                         f"{', '.join(SCHEDULE_UNITS)}.")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    if decay not in DECAYS:
-        raise ValueError(f"Unknown --lr_decay={decay!r}; choose one of {', '.join(DECAYS)}.")
-    if decay == "auto":
-        decay = "cosine" if name == "sgd" else "linear"
-    shape = WarmupCosine if decay == "cosine" else WarmupLinear
-    base = learning_rate * global_batch_size / 256 if name == "sgd" else learning_rate
-    if schedule_unit == "epoch":
-        return PerEpoch(shape(base, warmup_steps, epochs), steps_per_epoch)
-    return shape(base, warmup_steps, steps_per_epoch * epochs)
-
-
-def make_optimizer(name, learning_rate, weight_decay, global_batch_size, total_steps,
-                   warmup_steps, weight_decay_mode="decoupled", clip_norm=0.0,
-                   schedule=None, adam_epsilon=1e-7):
-    """The paper's optimizers.
-
-    `sgd`: SGD with momentum 0.9, base learning rate scaled by
-    `global_batch_size / 256`, linear warm-up then cosine decay (vision).
-    `adamw`: AdamW with linear warm-up then linear decay (language).
-    `weight_decay_mode="decoupled"` is Keras's weight decay;
-    `"coupled"` (SGD only) adds `weight_decay * w` to the gradient before
-    the momentum, as `torch.optim.SGD` (see `kprefix.optimizers`).
-    `clip_norm > 0` clips all gradients together by their global norm.
-    `schedule` replaces the default per-step schedule (see `make_schedule`).
-    `adam_epsilon` is AdamW's epsilon (Keras's default 1e-7; PyTorch's 1e-8).
-    """
-    from kprefix import optimizers
-
-    if weight_decay_mode not in optimizers.WEIGHT_DECAY_MODES:
-        raise ValueError(f"Unknown --weight_decay_mode={weight_decay_mode!r}; choose one of "
-                         f"{', '.join(optimizers.WEIGHT_DECAY_MODES)}.")
-    if clip_norm < 0:
-        raise ValueError(f"--clip_norm={clip_norm}: use 0 (off) or a positive norm.")
-    if schedule is None:
-        schedule = make_schedule(name, learning_rate, global_batch_size, total_steps, 1,
-                                 warmup_steps)
-    if name == "sgd":
-        if weight_decay_mode == "coupled":
-            return optimizers.CoupledSGD(schedule, momentum=0.9, weight_decay=weight_decay,
-                                         clip_norm=clip_norm)
-        if clip_norm:
-            return optimizers.ClippedSGD(schedule, momentum=0.9,
-                                         weight_decay=weight_decay or None, clip_norm=clip_norm)
-        return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=weight_decay or None)
-    if name == "adamw":
-        if weight_decay_mode == "coupled":
-            raise ValueError("--weight_decay_mode=coupled is the SGD rule of torch.optim.SGD; "
-                             "AdamW's decay is decoupled: use --weight_decay_mode=decoupled.")
-        if clip_norm:
-            return optimizers.ClippedAdamW(schedule, weight_decay=weight_decay,
-                                           epsilon=adam_epsilon, clip_norm=clip_norm)
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay, epsilon=adam_epsilon)
-    raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-
-
 def epoch_stream(make_epoch, first_epoch, epochs):
     """Batches of epochs `first_epoch..epochs-1`, one after another.
 
@@ -351,7 +213,7 @@ class RunGuard(keras.callbacks.Callback):
     >>> guard.on_train_batch_end(0, {"loss": 301.0})
     Traceback (most recent call last):
     ...
-    kprefix.train.Diverged: the training loss exploded to 301 (above 100 x 3, the median of the first 2 steps' losses; --divergence_factor) at step 4. Nothing from that step on was saved; the last good checkpoint is kept. Lower --learning_rate (or check the data) and use a new --workdir, or rerun to resume from the last checkpoint.
+    kprefix.runs.train.Diverged: the training loss exploded to 301 (above 100 x 3, the median of the first 2 steps' losses; --divergence_factor) at step 4. Nothing from that step on was saved; the last good checkpoint is kept. Lower --learning_rate (or check the data) and use a new --workdir, or rerun to resume from the last checkpoint.
     """
 
     def __init__(self, store, resumed_step=0, every_steps=0, divergence_factor=0.0,
@@ -469,6 +331,11 @@ class EpochLine(keras.callbacks.Callback):
                              if name != "learning_rate")
         print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.1f}s - {metrics}", flush=True)
 
+def _stdout_is_terminal() -> bool:
+    """Whether progress bars can redraw in place (False when piped or redirected)."""
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
+
 
 def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_steps=0,
         chief=True, verbose=None, log=print, divergence_factor=0.0, adopt_unverified=False,
@@ -503,7 +370,7 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard")))
     if verbose is None:
-        verbose = "auto" if stdout_is_terminal() else 0
+        verbose = "auto" if _stdout_is_terminal() else 0
         if not verbose:
             callbacks.append(EpochLine(epochs))
     history = {}

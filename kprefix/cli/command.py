@@ -4,14 +4,14 @@
 (`kprefix-launch`, `kprefix-evaluate`, `kprefix-sweep`, `kprefix-report`)
 call. Before absl parses the command line it
 
-1. expands `--flagfile=` and `--config=` (`kprefix.flagfiles`: nested
+1. expands `--flagfile=` and `--config=` (`kprefix.cli.flagfiles`: nested
    includes relative to the including file, paper configs by name);
-2. sets TensorFlow's log levels from `--verbosity` (`kprefix.logs`), before
+2. sets TensorFlow's log levels from `--verbosity` (`kprefix.cli.tensorflow_logs`), before
    anything imports TensorFlow;
 3. answers `--help` / `--helpfull` with the command's own flags first, in
-   their source groups (`kprefix.flag_help`);
+   their source groups (`kprefix.cli.grouped_help`);
 4. turns every error, found while parsing the flags or later, into one line
-   on stderr with exit status 2 (usage) or 1 (run failure) (`kprefix.errors`);
+   on stderr with exit status 2 (usage) or 1 (run failure) (`kprefix.cli.errors`);
    with `--verbosity` the traceback comes first.
 """
 
@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from kprefix import errors, flag_help, flagfiles, logs
+from kprefix.cli import errors, flagfiles, grouped_help, tensorflow_logs
 
 
 def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
@@ -31,11 +31,11 @@ def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
             argv = flagfiles.expand_flagfiles(argv, keep_config="config" in flags.FLAGS)
         except flagfiles.FlagfileError as error:
             _exit_with(app.UsageError(str(error)), argv)
-    logs.configure_tensorflow_logging(argv)
-    wanted = flag_help.requested_help(argv)
+    tensorflow_logs.configure_tensorflow_logging(argv)
+    wanted = grouped_help.requested_help(argv)
     if wanted:
         module = sys.modules[main.__module__]
-        print(flag_help.render_help(main.__module__, full=wanted == "full",
+        print(grouped_help.render_help(main.__module__, full=wanted == "full",
                                     title=(module.__doc__ or "").strip()))
         sys.exit(0)
     app.run(_one_line_errors(main, argv), argv=argv,
@@ -43,7 +43,7 @@ def run(main, flags_parser=None, expand_flagfiles=True, argv=None) -> None:
 
 
 def _exit_with(error, argv):
-    sys.exit(errors.report(error, show_traceback=logs.verbosity_from_argv(argv) is not None))
+    sys.exit(errors.report(error, show_traceback=tensorflow_logs.verbosity_from_argv(argv) is not None))
 
 
 def _one_line_errors(function, argv):

@@ -54,7 +54,7 @@ Example:
 
 >>> import numpy as np
 >>> from kprefix.backbones import build_backbone
->>> from kprefix.decoding import generate_gpt2
+>>> from kprefix.tasks.decoding import generate_gpt2
 >>> from kprefix.prefix import PrefixConfig
 >>> from kprefix.tasks import PrefixGPT2CausalLM
 >>> lm = PrefixGPT2CausalLM(build_backbone("gpt2_tiny"), prefix_config=PrefixConfig(length=3))
