@@ -24,6 +24,10 @@ _EXPORTS = {
     "PrefixGPT2CausalLM": "kprefix.tasks.language_models",
     "PrefixBartSeq2SeqLM": "kprefix.tasks.language_models",
     "build_backbone": "kprefix.backbones",
+    "MethodConfig": "kprefix.methods",
+    "RunConfig": "kprefix.runs.config",
+    "DecodingSettings": "kprefix.runs.config",
+    "run": "kprefix.runs.launcher",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -42,13 +42,13 @@ def _launch_flags_of_type(kind):
 @pytest.fixture
 def parsed():
     """Parses a launch command line in this process as `kprefix.launch` does,
-    then checks it with `launch.check_settings` (the checks that need no data
-    or model); returns the error the launch would print as its one line."""
+    then builds its `RunConfig` with `launch.run_config_from_flags` (the checks
+    that need no data or model); returns the error the launch would print as its one line."""
     def check(*args):
         flags.FLAGS.unparse_flags()
         try:
             flags.FLAGS(["launch", *args])
-            launch.check_settings()
+            launch.run_config_from_flags()
         except (flags.Error, app.UsageError) as error:
             return str(error)
         return None

@@ -6,31 +6,44 @@ from typing import Optional
 import pytest
 from absl import flags
 
-from kprefix.prefix import flags as prefix_flags
-from kprefix.prefix.config import PrefixConfig, option
+from kprefix.cli.option_flags import define_flags, record_from_flags
+from kprefix.options import flag_name as _flag_name, flagged_fields, option
+from kprefix.prefix.config import PrefixConfig
 
 
 def _defined(config_class=PrefixConfig):
     values = flags.FlagValues()
-    prefix_flags.define_prefix_flags(values, config_class)
+    define_flags(config_class, values, flag_prefix="prefix_", module_name=__name__)
     return values
+
+
+def _fields(config_class):
+    return [field for _, field, _, _ in flagged_fields(config_class, "prefix_")]
+
+
+def flag_name(field):
+    return _flag_name(field, "prefix_")
+
+
+def _from_flags(values, config_class=PrefixConfig):
+    return record_from_flags(config_class, values, flag_prefix="prefix_")
 
 
 def test_every_field_has_a_flag_with_its_default_and_help():
     values = _defined()
-    fields = prefix_flags.flag_fields(PrefixConfig)
+    fields = _fields(PrefixConfig)
     derived = [f.name for f in dataclasses.fields(PrefixConfig) if f not in fields]
     assert derived == ["init_token_ids"]  # from --prefix_init_text, by the launcher
     assert [f.name for f in values.flags_by_module_dict()[__name__]] == [
-        prefix_flags.flag_name(f) for f in fields]
+        flag_name(f) for f in fields]
     for field in fields:
-        flag = values[prefix_flags.flag_name(field)]
+        flag = values[flag_name(field)]
         assert flag.help.endswith(field.metadata["help"]), field.name
         values.unparse_flags()
         values(["prog"])
-        assert prefix_flags.prefix_config_from_flags(values) == PrefixConfig()
+        assert _from_flags(values) == PrefixConfig()
     # The flag names the launcher has always had.
-    assert {prefix_flags.flag_name(f) for f in fields} >= {
+    assert {flag_name(f) for f in fields} >= {
         "prefix_variant", "prefix_placement", "prefix_length", "prefix_mlp_hidden",
         "prefix_mlp_activation", "prefix_share_across_layers", "prefix_embedding_dim",
         "prefix_key_activation", "prefix_value_activation", "prefix_init",
@@ -40,8 +53,8 @@ def test_every_field_has_a_flag_with_its_default_and_help():
 def test_the_launcher_defines_the_generated_flags():
     from kprefix import launch
 
-    for field in prefix_flags.flag_fields(PrefixConfig):
-        flag = flags.FLAGS[prefix_flags.flag_name(field)]
+    for field in _fields(PrefixConfig):
+        flag = flags.FLAGS[flag_name(field)]
         assert flag.default == field.default, field.name
         assert flag in flags.FLAGS.get_flags_for_module(launch), field.name
 
@@ -59,7 +72,7 @@ def test_flags_check_values_with_the_config_rules():
     values.unparse_flags()
     values(["prog", "--prefix_placement=3,1", "--prefix_share_across_layers",
             "--prefix_embedding_dim=16", "--prefix_init=normal"])
-    config = prefix_flags.prefix_config_from_flags(values)
+    config = _from_flags(values)
     assert (config.placement, config.share_across_layers, config.embedding_dim,
             config.initializer) == ((3, 1), True, 16, "normal")
 
@@ -83,7 +96,7 @@ def test_a_new_field_gets_its_flag_help_and_checks_from_its_metadata():
     values.unparse_flags()
     values(["prog", "--prefix_token_shift=2", "--prefix_seed_text=hello",
             "--prefix_gate_init=zeros"])
-    config = prefix_flags.prefix_config_from_flags(values, _GrownConfig)
+    config = _from_flags(values, _GrownConfig)
     assert (config.token_shift, config.seed_text, config.gate_init) == (2, "hello", "zeros")
     with pytest.raises(ValueError, match="token shift"):
         _GrownConfig(token_shift=-1)

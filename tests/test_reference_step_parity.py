@@ -212,8 +212,8 @@ def test_e2e_no_share_steps_equal_the_authors_steps():
     from kprefix.tasks import PrefixGPT2CausalLM
     from kprefix.tasks.tokenizers import load_tokenizer
 
-    flags = launch_flag_values(["--config=nlg/e2e_no_share", "--backbone=gpt2_tiny",
-                                "--batch_size=2"])
+    flags = launch.run_config_from_flags(launch_flag_values([
+        "--config=nlg/e2e_no_share", "--backbone=gpt2_tiny", "--batch_size=2"]))
     tokenizer = load_tokenizer(flags.backbone)
     make_epoch, steps = _training_batches(flags, tokenizer, e2e_pairs(2))
     assert steps == 1
@@ -221,7 +221,7 @@ def test_e2e_no_share_steps_equal_the_authors_steps():
     assert batch[2].numpy().sum(axis=1).min() > 0  # two real pairs, both with targets
 
     backbone = tiny_gpt2()
-    model = PrefixGPT2CausalLM(backbone, prefix_config=launch.prefix_config_from_flags(flags),
+    model = PrefixGPT2CausalLM(backbone, prefix_config=flags.prefix,
                                seed=flags.seed)
     apply_method(model, flags)
     compile_text_model(model, flags, steps)
@@ -335,8 +335,9 @@ def test_vit_deep_share_steps_equal_the_authors_steps():
                                 "--batch_size=4", "--warmup_epochs=0", "--epochs=5",
                                 "--prefix_dropout=0", "--prefix_length=2",
                                 "--learning_rate=50", "--weight_decay=0.01"])
+    flags = launch.run_config_from_flags(flags)
     backbone = build_backbone(flags.backbone, seed=0, dropout=flags.backbone_dropout)
-    model = PrefixImageClassifier(backbone, 5, launch.prefix_config_from_flags(flags), seed=0,
+    model = PrefixImageClassifier(backbone, 5, flags.prefix, seed=0,
                                   head_init=flags.head_init)
     apply_method(model, flags)
     steps_per_epoch = 1

@@ -157,7 +157,7 @@ def test_word_init_flags_give_a_prefix_as_long_as_the_text(tmp_path):
         flags.FLAGS(["prog", "--backbone=gpt2_tiny", "--prefix_variant=no_share",
                      "--prefix_init=word", "--prefix_init_text=summarize",
                      "--prefix_length=5", "--prefix_position_offset=P"])
-        config = launch.prefix_config_from_flags()
+        config = launch.run_config_from_flags().prefix
         print(json.dumps([config.length, list(config.init_token_ids), config.position_shift]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -30,6 +30,7 @@ import pathlib
 import xml.etree.ElementTree as ElementTree
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from kprefix.data.nlg_e2e import SOURCE_FORMATS
 from kprefix.data.nlg_common import (NLGExample, PathLike, require_file, shared_data_dir,
                                      tfds_not_prepared_error)
 
@@ -111,7 +112,6 @@ def webnlg_split_files(split: str, data_dir: Optional[PathLike] = None) -> List[
     return files
 
 
-SOURCE_FORMATS = ("reference", "raw")
 
 
 def load_webnlg(split: str, data_dir: Optional[PathLike] = None, good_only: bool = False,

@@ -36,117 +36,106 @@ from kprefix.runs.files import write_text
 TASK_DATASETS = {"table_to_text": ("e2e", "webnlg"), "summarization": ("xsum",)}
 
 
-def decode_settings(FLAGS, tokenizer):
-    """Keyword arguments of `kprefix.tasks.decoding` from the decoding flags."""
-    settings = dict(num_beams=FLAGS.num_beams, length_penalty=FLAGS.length_penalty,
-                    end_token_id=tokenizer.end_token_id,
-                    length_normalization=FLAGS.length_normalization,
-                    no_repeat_ngram_size=FLAGS.no_repeat_ngram_size,
-                    early_stopping=FLAGS.early_stopping)
-    if FLAGS.task == "table_to_text":
+def decoding_arguments(config, tokenizer):
+    """Keyword arguments of `kprefix.tasks.decoding` from `config.decoding` and the tokenizer."""
+    if config.task == "table_to_text":
         # Newlines are banned, as in the reference decoding: bad_words_ids
         # [[628], [198]] are GPT-2's "\n\n" and "\n" (run_generation.py).
         newlines = [np.ravel(tokenizer.tokenize(text)) for text in ("\n", "\n\n")]
         newline_ids = sorted({int(ids[0]) for ids in newlines if len(ids) == 1}
                              - {tokenizer.end_token_id})
-        settings.update(max_new_tokens=FLAGS.max_new_tokens, min_new_tokens=FLAGS.min_new_tokens,
-                        banned_token_ids=newline_ids, pad_token_id=tokenizer.end_token_id)
-    else:
-        settings.update(max_length=FLAGS.max_new_tokens + 1, min_length=FLAGS.min_new_tokens + 1,
-                        start_token_ids=[tokenizer.end_token_id],
-                        pad_token_id=tokenizer.pad_token_id,
-                        force_end_at_max_length=FLAGS.force_end_at_max_length)
-    return settings
+        return config.decoding.gpt2_arguments(tokenizer.end_token_id, newline_ids)
+    return config.decoding.bart_arguments(tokenizer.end_token_id, tokenizer.pad_token_id)
 
 
 TFDS_LOADERS = {"e2e": nlg.load_e2e_tfds, "webnlg": nlg.load_webnlg_tfds, "xsum": nlg.load_xsum_tfds}
 
 
-def _load(FLAGS, split, limit):
+def _load(config, split, limit):
     """Examples of `split` from TFDS when `--tfds_data_dir` is set, else from files."""
     try:
-        if FLAGS.tfds_data_dir:
-            examples = TFDS_LOADERS[FLAGS.dataset](split, FLAGS.tfds_data_dir)
+        if config.tfds_data_dir:
+            examples = TFDS_LOADERS[config.dataset](split, config.tfds_data_dir)
         else:
-            examples = nlg.load_task(FLAGS.dataset, split, FLAGS.text_data_dir,
-                                     source_format=source_format(FLAGS))
+            examples = nlg.load_task(config.dataset, split, config.text_data_dir,
+                                     source_format=source_format(config))
     except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"--dataset={FLAGS.dataset!r} ({split}): {error}") from None
+        raise app.UsageError(f"--dataset={config.dataset!r} ({split}): {error}") from None
     return examples[:limit] if limit else examples
 
 
-def source_format(FLAGS):
+def source_format(config):
     """The E2E/WebNLG input form the flags ask for ('reference' or 'raw')."""
-    return {"e2e": FLAGS.e2e_source_format,
-            "webnlg": FLAGS.webnlg_source_format}.get(FLAGS.dataset, "raw")
+    return {"e2e": config.e2e_source_format,
+            "webnlg": config.webnlg_source_format}.get(config.dataset, "raw")
 
 
-def reference_framing(FLAGS):
+def reference_framing(config):
     """GPT-2 texts framed as Li & Liang's data-to-text datasets (see text_features)."""
-    return FLAGS.task == "table_to_text" and source_format(FLAGS) == "reference"
+    return config.task == "table_to_text" and source_format(config) == "reference"
 
 
-def _training_batches(FLAGS, tokenizer, examples, log=print):
+def _training_batches(config, tokenizer, examples, log=print):
     """`(make_epoch, steps)`: each epoch's batches, padded per length bucket
     (`--length_buckets`, see `kprefix.data.length_buckets`)."""
     sources, targets = zip(*nlg.training_pairs(examples))
     sources, targets = tf.constant(sources), tf.constant(targets)
-    steps = num_batches(len(sources), FLAGS.batch_size, FLAGS.drop_remainder)
+    steps = num_batches(len(sources), config.batch_size, config.drop_remainder)
     if steps == 0:
-        raise app.UsageError(f"--batch_size={FLAGS.batch_size} exceeds the {len(sources)} "
+        raise app.UsageError(f"--batch_size={config.batch_size} exceeds the {len(sources)} "
                              "training pairs.")
-    if FLAGS.max_steps_per_epoch:
-        steps = min(steps, FLAGS.max_steps_per_epoch)
-    if FLAGS.task == "table_to_text":
-        maxima = [FLAGS.source_length + FLAGS.target_length]
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    if config.task == "table_to_text":
+        maxima = [config.source_length + config.target_length]
 
         def features(source, target):
             return causal_lm_features(tokenizer, source, target, maxima[0],
-                                      reference_framing=reference_framing(FLAGS))
+                                      reference_framing=reference_framing(config))
     else:
         # Buckets pad the encoder and the decoder, each to its own lengths.
-        maxima = [FLAGS.source_length, FLAGS.target_length]
-        features = seq2seq_features(tokenizer, FLAGS.source_length, FLAGS.target_length)
-    boundaries, buckets = _length_buckets(FLAGS, features, sources, targets, maxima)
+        maxima = [config.source_length, config.target_length]
+        features = seq2seq_features(tokenizer, config.source_length, config.target_length)
+    boundaries, buckets = _length_buckets(config, features, sources, targets, maxima)
     log(f"Length buckets: {', '.join('x'.join(map(str, shape)) for shape in zip(*boundaries))} "
         "tokens.")
     bucket_lengths = tf.constant(boundaries, tf.int32)  # [axes, buckets]
-    token_mean = resolve_text_loss(FLAGS.text_loss, FLAGS.task) == "token_mean"
+    token_mean = resolve_text_loss(config.text_loss, config.task) == "token_mean"
 
     def batch_features(indices, bucket):
         x, labels, weights = features(tf.gather(sources, indices), tf.gather(targets, indices))
         return crop_features(x, labels, weights, tf.unstack(bucket_lengths[:, bucket]))
 
     def make_epoch(epoch):
-        batches = (epoch_batches(buckets, FLAGS.batch_size, FLAGS.seed, epoch,
-                                 FLAGS.drop_remainder)
+        batches = (epoch_batches(buckets, config.batch_size, config.seed, epoch,
+                                 config.drop_remainder)
                    .map(batch_features, num_parallel_calls=tf.data.AUTOTUNE))
-        if not FLAGS.drop_remainder:
+        if not config.drop_remainder:
             # A partial batch is padded with zero-weight rows (static batch size).
-            batches = batches.map(pad_to_full_batch(FLAGS.batch_size))
+            batches = batches.map(pad_to_full_batch(config.batch_size))
         if token_mean:
             batches = batches.map(token_mean_weights)
         return batches.take(steps).prefetch(tf.data.AUTOTUNE)
     return make_epoch, steps
 
 
-def _length_buckets(FLAGS, features, sources, targets, maxima):
+def _length_buckets(config, features, sources, targets, maxima):
     """`(boundaries, bucket_of_example)`: the bucket lengths of each padded axis
     and each training example's bucket. Measuring the examples tokenizes the
     training set once; `--length_buckets=none` skips that."""
-    if FLAGS.length_buckets == "none":
+    if config.length_buckets == "none":
         return [[maximum] for maximum in maxima], np.zeros(len(sources), np.int32)
     measured = (tf.data.Dataset.from_tensor_slices((sources, targets)).batch(1024)
                 .map(lambda s, t: tuple(real_lengths(features(s, t)[0])),
                      num_parallel_calls=tf.data.AUTOTUNE))
     lengths = [np.concatenate(axis) for axis in zip(*measured.as_numpy_iterator())]
     try:
-        boundaries = [parse_length_buckets(FLAGS.length_buckets, axis_lengths, maximum)
+        boundaries = [parse_length_buckets(config.length_buckets, axis_lengths, maximum)
                       for axis_lengths, maximum in zip(lengths, maxima)]
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     if len(maxima) > 1:
-        if FLAGS.length_buckets != "auto":
+        if config.length_buckets != "auto":
             # Explicit lengths are the encoder's; the decoder keeps its full length.
             boundaries[1] = boundaries[1][-1:]
         # Bucket i pads each axis to its i-th length: the shorter list repeats its first.
@@ -155,12 +144,12 @@ def _length_buckets(FLAGS, features, sources, targets, maxima):
     return boundaries, bucket_ids(lengths, boundaries)
 
 
-def compile_text_model(model, FLAGS, steps_per_epoch):
+def compile_text_model(model, config, steps_per_epoch):
     """Compiles a text task for training as the flags say: their optimizer,
     schedule and clipping, and the token loss `--text_loss` normalises (its
     token weights come from `_training_batches`)."""
     compile_for_training(
-        model, FLAGS, steps_per_epoch, FLAGS.warmup_steps, loss=SequenceSumCrossentropy(),
+        model, config, steps_per_epoch, config.warmup_steps, loss=SequenceSumCrossentropy(),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
 
@@ -182,15 +171,15 @@ def generate_texts(serve, sources, batch_size):
     return outputs
 
 
-def score(FLAGS, examples, predictions, full_split):
+def score(config, examples, predictions, full_split):
     """The official-faithful scores of the task."""
     references = nlg.evaluation_references(examples)
-    if FLAGS.dataset == "e2e":
+    if config.dataset == "e2e":
         return score_e2e(predictions, references).as_dict()
-    if FLAGS.dataset == "webnlg":
+    if config.dataset == "webnlg":
         seen = [bool(e.seen) for e in examples]
-        official = nlg.shared_data_dir(FLAGS.text_data_dir) / "webnlg2017" / "eval_references"
-        if full_split and FLAGS.eval_split in (None, "test") and official.is_dir():
+        official = nlg.shared_data_dir(config.text_data_dir) / "webnlg2017" / "eval_references"
+        if full_split and config.eval_split in (None, "test") and official.is_dir():
             return score_webnlg(predictions, read_webnlg_references(official, seen))
         normalized = [[normalize_webnlg_output(r) for r in refs] for refs in references]
         scores = score_webnlg(predictions, WebNLGReferences(normalized, normalized, normalized,
@@ -200,73 +189,74 @@ def score(FLAGS, examples, predictions, full_split):
     return rouge_f1(predictions, [r[0] for r in references])
 
 
-def prepare(FLAGS, prefix_config):
+def prepare(config):
     """Loads the data and builds and compiles the model, writing nothing.
 
     Every problem with the flags is a usage error raised here. Returns a
     function that trains, decodes and scores the evaluation split and
     exports, and returns the results and summary lines.
     """
-    if FLAGS.dataset not in TASK_DATASETS[FLAGS.task]:
-        raise app.UsageError(f"--dataset={FLAGS.dataset!r} does not fit --task={FLAGS.task}; "
-                             f"use one of {', '.join(TASK_DATASETS[FLAGS.task])}.")
-    train_examples = _load(FLAGS, FLAGS.train_split or "train", FLAGS.max_train_examples)
-    eval_split = FLAGS.eval_split or "test"
-    eval_examples = _load(FLAGS, eval_split, FLAGS.max_eval_examples)
-    strategy, backbone = strategy_and_backbone(FLAGS)
-    task_class = PrefixGPT2CausalLM if FLAGS.task == "table_to_text" else PrefixBartSeq2SeqLM
+    prefix_config = config.prefix_config
+    if config.dataset not in TASK_DATASETS[config.task]:
+        raise app.UsageError(f"--dataset={config.dataset!r} does not fit --task={config.task}; "
+                             f"use one of {', '.join(TASK_DATASETS[config.task])}.")
+    train_examples = _load(config, config.train_split or "train", config.max_train_examples)
+    eval_split = config.eval_split or "test"
+    eval_examples = _load(config, eval_split, config.max_eval_examples)
+    strategy, backbone = strategy_and_backbone(config)
+    task_class = PrefixGPT2CausalLM if config.task == "table_to_text" else PrefixBartSeq2SeqLM
     if not isinstance(backbone, task_class.backbone_cls):
-        raise app.UsageError(f"--backbone={FLAGS.backbone!r} does not fit --task={FLAGS.task} "
+        raise app.UsageError(f"--backbone={config.backbone!r} does not fit --task={config.task} "
                              f"(needs a {task_class.backbone_cls.__name__}).")
     limit = backbone.max_sequence_length
-    needed = {"table_to_text": FLAGS.source_length + max(FLAGS.target_length, FLAGS.max_new_tokens),
-              "summarization": max(FLAGS.source_length, FLAGS.target_length,
-                                   FLAGS.max_new_tokens + 1)}[FLAGS.task]
-    if FLAGS.task == "table_to_text" and prefix_config is not None:
+    needed = {"table_to_text": config.source_length + max(config.target_length, config.decoding.max_new_tokens),
+              "summarization": max(config.source_length, config.target_length,
+                                   config.decoding.max_new_tokens + 1)}[config.task]
+    if config.task == "table_to_text" and prefix_config is not None:
         needed += prefix_config.position_shift  # --prefix_position_offset=P
     if needed > limit:
         raise app.UsageError(
             f"--source_length/--target_length/--max_new_tokens (and a position offset) need "
             f"{needed} positions but "
-            f"--backbone={FLAGS.backbone!r} has max_sequence_length {limit}; shorten them.")
-    tokenizer = load_tokenizer(FLAGS.backbone)
-    if FLAGS.schedule_unit != "step":
+            f"--backbone={config.backbone!r} has max_sequence_length {limit}; shorten them.")
+    tokenizer = load_tokenizer(config.backbone)
+    if config.schedule_unit != "step":
         raise app.UsageError("--schedule_unit=epoch is the vision scheduler; text runs step "
                              "their schedule every step (--schedule_unit=step).")
-    make_epoch, steps = _training_batches(FLAGS, tokenizer, train_examples)
-    check_batching(FLAGS, strategy, steps)
+    make_epoch, steps = _training_batches(config, tokenizer, train_examples)
+    check_batching(config, strategy, steps)
     with strategy.scope():
-        model = build_task(task_class, FLAGS, backbone, prefix_config=prefix_config,
-                           seed=FLAGS.seed)
-        accounting = apply_method(model, FLAGS)
-        compile_text_model(model, FLAGS, steps)
-    settings = decode_settings(FLAGS, tokenizer)
-    return lambda: _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings,
+        model = build_task(task_class, config, backbone, prefix_config=prefix_config,
+                           seed=config.seed)
+        accounting = apply_method(model, config)
+        compile_text_model(model, config, steps)
+    settings = decoding_arguments(config, tokenizer)
+    return lambda: _train_decode_export(config, model, tokenizer, make_epoch, steps, settings,
                                         eval_examples, accounting)
 
 
-def _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings, eval_examples,
+def _train_decode_export(config, model, tokenizer, make_epoch, steps, settings, eval_examples,
                          accounting):
-    print(f"{describe_parameters(FLAGS, accounting)}; {steps} steps/epoch.", flush=True)
+    print(f"{describe_parameters(config, accounting)}; {steps} steps/epoch.", flush=True)
     chief = cluster_role().is_chief
     start = time.time()
-    history, resumed_from = fit(FLAGS, model, make_epoch, steps)
+    history, resumed_from = fit(config, model, make_epoch, steps)
     train_seconds = time.time() - start
 
-    export_dir = os.path.join(FLAGS.workdir, "export")
-    serve = export_text_generator(model, tokenizer, export_dir, FLAGS.source_length,
-                                  settings, write=FLAGS.export,
+    export_dir = os.path.join(config.workdir, "export")
+    serve = export_text_generator(model, tokenizer, export_dir, config.source_length,
+                                  settings, write=config.export,
                                   writer=chief,
-                                  reference_framing=reference_framing(FLAGS))
+                                  reference_framing=reference_framing(config))
     start = time.time()
     sources = nlg.evaluation_sources(eval_examples)
-    eval_split = FLAGS.eval_split or "test"
-    predictions = generate_texts(serve, sources, FLAGS.eval_batch_size)
+    eval_split = config.eval_split or "test"
+    predictions = generate_texts(serve, sources, config.eval_batch_size)
     decode_seconds = time.time() - start
-    predictions_path = os.path.join(FLAGS.workdir, f"predictions_{eval_split}.txt")
+    predictions_path = os.path.join(config.workdir, f"predictions_{eval_split}.txt")
     if chief:
         write_text(predictions_path, "".join(p.replace("\n", " ") + "\n" for p in predictions))
-    scores = score(FLAGS, eval_examples, predictions, full_split=not FLAGS.max_eval_examples)
+    scores = score(config, eval_examples, predictions, full_split=not config.max_eval_examples)
     results = {
         "eval_split": eval_split,
         "num_eval_examples": len(eval_examples),
@@ -278,7 +268,7 @@ def _train_decode_export(FLAGS, model, tokenizer, make_epoch, steps, settings, e
         **accounting,
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
     }
-    if FLAGS.export:
+    if config.export:
         results["export_dir"] = export_dir
     summary = [f"{eval_split} scores: {json.dumps(scores)}", f"predictions: {predictions_path}"]
     return results, summary

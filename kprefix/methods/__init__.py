@@ -27,8 +27,10 @@ Example:
 """
 
 import dataclasses
+from typing import Optional
 
 from kprefix.methods.adapter_styles import ADAPTER_STYLES
+from kprefix.options import check_fields, option
 
 METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
 TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
@@ -37,48 +39,37 @@ PLACEMENTS = ("shallow", "deep")
 
 @dataclasses.dataclass(frozen=True)
 class MethodConfig:
-    """A method and its options (ignored by the other methods).
+    """A method and its options (ignored by the other methods); each field is
+    the launch flag of the same name (`name` is `--method`)."""
 
-    Attributes:
-        name: one of `METHODS`.
-        partial_layers: `partial`: blocks trained at the top of each stack.
-        lora_rank: `lora`: rank of the query/value updates (scale alpha/rank = 1).
-        vpt_length: `vpt`: prompt tokens per block.
-        vpt_placement: `vpt`: `shallow` (first block) or `deep` (every
-            block); `--prefix_placement` sets it.
-        adapter_dim: `adapter`: bottleneck width.
-        adapter_style: `adapter`: `pfeiffer` (after the MLP) or `houlsby`
-            (after attention and MLP).
-    """
-
-    name: str = "prefix"
-    partial_layers: int = 1
-    lora_rank: int = 8
-    vpt_length: int = 50
-    vpt_placement: str = "deep"
-    adapter_dim: int = 8
-    adapter_style: str = "pfeiffer"
+    name: str = option(
+        "prefix", "What trains: 'prefix' (the --prefix_* flags), 'linear' (the head alone), "
+        "'finetune' (everything), 'partial' (the top --partial_layers blocks), 'lora' "
+        "(--lora_rank), 'vpt' (--vpt_length prompt tokens, --prefix_placement shallow/deep) "
+        f"or 'adapter' (--adapter_dim, --adapter_style). Text tasks: {', '.join(TEXT_METHODS)}.",
+        flag="method", choices=METHODS)
+    partial_layers: int = option(
+        1, "--method=partial: blocks trained at the top of each stack, with the final norm "
+        "(VPT's Partial-1: 1; Li & Liang's FT-top2: 2).", minimum=1)
+    lora_rank: int = option(
+        8, "--method=lora: rank of the query and value updates (keras-hub enable_lora; alpha "
+        "= rank).", minimum=1)
+    vpt_length: int = option(
+        50, "--method=vpt: prompt tokens per block; 0 takes --prefix_length (the paper's P, "
+        "which matches VPT's prompt length).", minimum=0)
+    adapter_dim: int = option(8, "--method=adapter: bottleneck width.", minimum=1)
+    adapter_style: str = option(
+        "pfeiffer", "--method=adapter: 'pfeiffer' after each MLP (VPT's Adapter), 'houlsby' "
+        "after each attention and MLP sub-block.", choices=ADAPTER_STYLES)
+    vpt_placement: Optional[str] = option(
+        None, "--method=vpt: 'shallow' (first block) or 'deep' (every block); a run takes "
+        "--prefix_placement.", flag=False)
 
     def __post_init__(self):
-        if self.name not in METHODS:
-            raise ValueError(f"Unknown method {self.name!r}; choose one of {', '.join(METHODS)}.")
-        for field in ("partial_layers", "lora_rank", "vpt_length", "adapter_dim"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"--{field}={getattr(self, field)}: use at least 1.")
-        if self.name == "vpt" and self.vpt_placement not in PLACEMENTS:
+        check_fields(self, subject="method")
+        if self.name == "vpt" and self.vpt_placement not in PLACEMENTS + (None,):
             raise ValueError(f"--prefix_placement={self.vpt_placement!r}: VPT puts its prompts "
                              "into the first block (shallow) or every block (deep).")
-        if self.adapter_style not in ADAPTER_STYLES:
-            raise ValueError(f"--adapter_style={self.adapter_style!r}: choose one of "
-                             f"{', '.join(ADAPTER_STYLES)}.")
-
-
-def config_from_flags(values):
-    """The `MethodConfig` of the launch flags `values` (`--method` and its
-    options; `--vpt_length=0` takes `--prefix_length`)."""
-    return MethodConfig(values.method, values.partial_layers, values.lora_rank,
-                        values.vpt_length or values.prefix_length, str(values.prefix_placement),
-                        values.adapter_dim, values.adapter_style)
 
 
 def apply_method(model, config, seed=None):
@@ -108,8 +99,11 @@ def apply_method(model, config, seed=None):
         if getattr(model, "pooling", "token") != "token":
             raise ValueError("VPT leaves its prompts out of the pooled feature by pooling the "
                              f"class token; this classifier pools {model.pooling!r}.")
+        if config.vpt_length < 1:
+            raise ValueError("--vpt_length=0 takes --prefix_length in a run; give "
+                             "MethodConfig a prompt count of at least 1.")
         model.visual_prompts = VisualPrompts(
-            backbone, config.vpt_length, deep=config.vpt_placement == "deep", seed=seed,
+            backbone, config.vpt_length, deep=config.vpt_placement != "shallow", seed=seed,
             name="visual_prompts")
     elif name == "adapter":
         from kprefix.methods.adapters import Adapters

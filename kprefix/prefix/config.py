@@ -11,6 +11,8 @@ True
 import dataclasses
 from typing import Optional, Sequence, Tuple, Union
 
+from kprefix.options import check_choice, check_fields, option
+
 VARIANTS = (
     "deep_share",
     "no_share",
@@ -46,46 +48,12 @@ def parse_placement(text: str) -> Union[str, Tuple[int, ...]]:
 
 def _check_placement(placement):
     if isinstance(placement, str):
-        _check_choice("placement", placement, PLACEMENTS)
+        check_choice("prefix", "placement", placement, PLACEMENTS)
     elif not placement or min(placement) < 0:
         raise ValueError(
             "prefix placement must be 'shallow', 'deep' or a non-empty "
             f"list of layer indices >= 0; got {placement!r}."
         )
-
-
-def option(default, help, *, flag=None, choices=None, minimum=None, below=None,
-           check=None, parse=None):
-    """A `PrefixConfig` field with everything its command-line flag needs.
-
-    The metadata is the one place that says a field's flag name (default
-    `prefix_<field>`), help text, allowed values (`choices`, `minimum`,
-    exclusive upper bound `below`, or a `check` callable that raises
-    `ValueError`) and, for flags whose text is not the value itself, `parse`
-    (text -> value). `PrefixConfig.validate` and the generated flags
-    (`kprefix.prefix.flags`) both read it, so a new field gets its flag,
-    help and validation from here alone.
-    """
-    return dataclasses.field(default=default, metadata={
-        "help": help, "flag": flag, "choices": choices, "minimum": minimum, "below": below,
-        "check": check, "parse": parse,
-    })
-
-
-def check_field(field: dataclasses.Field, value) -> None:
-    """Raises `ValueError` naming the field when `value` breaks its metadata's rules."""
-    rules = field.metadata
-    label = field.name.replace("_", " ")
-    if value is None and field.default is None:
-        return
-    if rules.get("choices") is not None:
-        _check_choice(field.name, value, rules["choices"])
-    if rules.get("minimum") is not None and value < rules["minimum"]:
-        raise ValueError(f"prefix {label} must be at least {rules['minimum']}; got {value}.")
-    if rules.get("below") is not None and not value < rules["below"]:
-        raise ValueError(f"prefix {label} must be below {rules['below']}; got {value}.")
-    if rules.get("check") is not None:
-        rules["check"](value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +101,7 @@ class PrefixConfig:
             GPT-2 counts the prefix as past keys and values). GPT-2 only.
 
     Each field is declared with `option(...)`, whose metadata also defines
-    its `--prefix_*` flag of `python -m kprefix.launch`.
+    its `--prefix_*` flag of `python -m kprefix.launch` (`kprefix.options`).
     """
 
     variant: str = option("deep_share", "Key/value sharing structure.", choices=VARIANTS)
@@ -178,8 +146,7 @@ class PrefixConfig:
 
     def validate(self):
         """Raises `ValueError` naming the bad field and its allowed values."""
-        for field in dataclasses.fields(self):
-            check_field(field, getattr(self, field.name))
+        check_fields(self, subject="prefix")
         if self.initializer == "word":
             if self.variant != "no_share":
                 raise ValueError(
@@ -224,9 +191,3 @@ class PrefixConfig:
     def from_dict(cls, config: dict) -> "PrefixConfig":
         return cls(**config)
 
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Unknown prefix {name} {value!r}; choose one of {', '.join(choices)}."
-        )

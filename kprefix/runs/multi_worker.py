@@ -303,3 +303,33 @@ def report_failure_to_peers(error):
             f"{task_type} {task_index} failed: {type(error).__name__}: {error}"[:2000])
     except Exception:  # no cluster, or the service is already gone
         pass
+
+
+def as_one_of_several_workers(run):
+    """`run()` as one worker of several: a dead peer ends the run with a
+    message naming it (the strategy also makes SIGTERM/SIGINT end a blocked
+    worker, see `exit_on_signals`)."""
+    from absl import app
+
+    from kprefix.runs.train import Preempted
+
+    try:
+        return run()
+    except PEER_FAILURE_ERRORS as error:
+        detail = [line for line in str(error).splitlines() if line.strip() and not line.startswith(
+            (" ", "\t", "Graph execution error", "Detected at", "The error could be"))]
+        print("TensorFlow: " + " ".join(detail[:3]), file=sys.stderr)
+        message = describe_peer_failure(error)
+        # TensorFlow's exit waits on a shutdown barrier that the dead peer
+        # never reaches; give exit handlers a few seconds, then leave.
+        exit_after(seconds=5, code=1, message=message)
+        sys.exit(message)
+    except BaseException as error:
+        # Any other failure (preemption included): tell the peers at once
+        # (instead of after --peer_timeout_seconds) and leave promptly.
+        report_failure_to_peers(error)
+        code = (Preempted.exit_code if isinstance(error, Preempted)
+                else error.code if isinstance(error, SystemExit) and isinstance(error.code, int)
+                else 2 if isinstance(error, app.UsageError) else 1)
+        exit_after(seconds=5, code=code)
+        raise

@@ -35,8 +35,8 @@ import math
 import keras
 from keras import ops
 
-OPTIMIZERS = ("sgd", "adamw")
-WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+from kprefix.runs.config import LR_DECAYS, OPTIMIZERS, SCHEDULE_UNITS, WEIGHT_DECAY_MODES
+
 
 
 def clip_by_global_norm(gradients, clip_norm):
@@ -153,8 +153,6 @@ class WarmupLinear(WarmupCosine):
         return keras.ops.where(step < self.warmup_steps, warmup, decay)
 
 
-SCHEDULE_UNITS = ("step", "epoch")
-DECAYS = ("auto", "cosine", "linear")
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
@@ -202,8 +200,8 @@ def make_schedule(name, learning_rate, global_batch_size, steps_per_epoch, epoch
                          f"{', '.join(SCHEDULE_UNITS)}.")
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown --optimizer={name!r}; choose one of {', '.join(OPTIMIZERS)}.")
-    if decay not in DECAYS:
-        raise ValueError(f"Unknown --lr_decay={decay!r}; choose one of {', '.join(DECAYS)}.")
+    if decay not in LR_DECAYS:
+        raise ValueError(f"Unknown --lr_decay={decay!r}; choose one of {', '.join(LR_DECAYS)}.")
     if decay == "auto":
         decay = "cosine" if name == "sgd" else "linear"
     shape = WarmupCosine if decay == "cosine" else WarmupLinear

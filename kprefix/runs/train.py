@@ -29,9 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from kprefix.runs.checkpoints import CheckpointStore, NonFiniteState
+from kprefix.runs.config import PRECISIONS, STRATEGIES
 
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def make_strategy(name, tpu="", peer_timeout_seconds=300):

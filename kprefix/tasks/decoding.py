@@ -68,8 +68,8 @@ Example:
 import numpy as np
 from keras import ops, tree
 
-EARLY_STOPPING = ("heuristic", "exact", "first")
-LENGTH_NORMALIZATION = ("generated", "full")
+from kprefix.runs.config import EARLY_STOPPING, LENGTH_NORMALIZATION
+
 
 
 def repeat_for_beams(x, num_beams):

@@ -25,11 +25,11 @@ import keras_hub
 from kprefix.backbones import attention_sites
 from kprefix.backbones.matmul_projections import use_matmul_projections
 from kprefix.backbones.vit_class_token import keep_class_token_only
+from kprefix.runs.config import HEAD_INITIALIZERS
 from kprefix.tasks.image_preprocessors import image_preprocessor
 from kprefix.tasks.prefixed import PrefixedKerasHubTask
 
 
-HEAD_INITIALIZERS = ("glorot", "kaiming_normal_fan_out")
 # The reference head's bias: the logit of a 1% prior, as in focal-loss heads.
 REFERENCE_HEAD_BIAS = -math.log((1 - 0.01) / 0.01)
 

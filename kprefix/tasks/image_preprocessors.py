@@ -23,8 +23,8 @@ Example:
 import keras_hub
 
 from kprefix.data.image_preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from kprefix.runs.config import IMAGE_NORMALIZATIONS
 
-NORMALIZATIONS = ("imagenet", "preset")
 
 
 def imagenet_preprocessor(image_size):
@@ -67,7 +67,7 @@ def image_preprocessor(preset, image_normalization, image_size):
         return preset_preprocessor(preset)
     raise ValueError(
         f"Unknown image_normalization {image_normalization!r}; choose one of "
-        f"{', '.join(NORMALIZATIONS)}."
+        f"{', '.join(IMAGE_NORMALIZATIONS)}."
     )
 
 

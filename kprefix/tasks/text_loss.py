@@ -39,7 +39,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-TEXT_LOSSES = ("sequence_sum", "token_mean")
+from kprefix.runs.config import TEXT_LOSSES
+
 
 # The authors' normalisation for each text task (see the module doc).
 REFERENCE_TEXT_LOSS = {"table_to_text": "sequence_sum", "summarization": "token_mean"}
