@@ -144,7 +144,7 @@ def main() -> None:
 
     rows = []
     with mocked_tfds(jpegs):
-        vtab_ds = vtab.load_vtab(
+        vtab_ds = vtab.load(
             "vtab/caltech101", "train800val200", batch_size=args.batch_size, seed=0, cache=False
         )
         rows.append(
@@ -153,7 +153,7 @@ def main() -> None:
                 pipeline_images_per_second(vtab_ds, args.pipeline_images, args.batch_size),
             )
         )
-        fgvc_ds = fgvc.load_fgvc(
+        fgvc_ds = fgvc.load(
             "fgvc/cub", "train", batch_size=args.batch_size, seed=0, cache=False
         )
         rows.append(

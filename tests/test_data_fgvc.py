@@ -108,7 +108,7 @@ def test_holdout_is_a_fixed_tenth_of_train():
 @pytest.mark.parametrize("name", sorted(TABLE_4))
 def test_pipeline_on_mock_data(name, mocked_tfds):
     classes, train, val, test = TABLE_4[name]
-    val_ds = fgvc.load_fgvc(name, "val", image_size=IMAGE_SIZE, batch_size=500, data_dir="unused")
+    val_ds = fgvc.load(name, "val", image_size=IMAGE_SIZE, batch_size=500, data_dir="unused")
     assert val_ds.element_spec[0].shape.as_list() == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
     assert val_ds.element_spec[0].dtype == tf.float32
     assert val_ds.element_spec[1].dtype == tf.int32
@@ -116,7 +116,7 @@ def test_pipeline_on_mock_data(name, mocked_tfds):
     assert len(val_labels) == val
     assert val_labels.min() >= 0 and val_labels.max() < classes
 
-    train_ds = fgvc.load_fgvc(
+    train_ds = fgvc.load(
         name, "train", image_size=IMAGE_SIZE, batch_size=64, seed=3, shuffle_buffer_size=64
     )
     assert train_ds.element_spec[0].shape.as_list() == [64, IMAGE_SIZE, IMAGE_SIZE, 3]
@@ -127,14 +127,14 @@ def test_pipeline_on_mock_data(name, mocked_tfds):
     assert np.all(images.numpy() >= low - 1e-5) and np.all(images.numpy() <= high + 1e-5)
     assert labels.numpy().max() < classes
 
-    test_ds = fgvc.load_fgvc(name, "test", image_size=IMAGE_SIZE, batch_size=100)
+    test_ds = fgvc.load(name, "test", image_size=IMAGE_SIZE, batch_size=100)
     assert int(test_ds.cardinality()) == -(-test // 100)
 
 
 def test_train_and_val_partition_the_official_train_split(mocked_tfds):
     def labels(split):
         return _labels(
-            fgvc.load_fgvc("fgvc/cub", split, image_size=8, batch_size=1000, training=False)
+            fgvc.load("fgvc/cub", split, image_size=8, batch_size=1000, training=False)
         )
 
     # The fake label of official train example i is i % 200, so label counts
@@ -169,13 +169,13 @@ def test_split_file_with_file_names_and_with_indices(mocked_tfds, tmp_path):
         kwargs = {"image_size": 8, "batch_size": 10, "training": False}
         kwargs["split_file"] = str(split_file)
         assert fgvc.num_examples("fgvc/flowers", "train", str(split_file)) == 4
-        assert _labels(fgvc.load_fgvc("fgvc/flowers", "train", **kwargs)).tolist() == [
+        assert _labels(fgvc.load("fgvc/flowers", "train", **kwargs)).tolist() == [
             fake_index(i) % 102 for i in chosen_train
         ]
-        assert _labels(fgvc.load_fgvc("fgvc/flowers", "val", **kwargs)).tolist() == [
+        assert _labels(fgvc.load("fgvc/flowers", "val", **kwargs)).tolist() == [
             fake_index(i) % 102 for i in chosen_val
         ]
-        assert len(_labels(fgvc.load_fgvc("fgvc/flowers", "trainval", **kwargs))) == 6
+        assert len(_labels(fgvc.load("fgvc/flowers", "trainval", **kwargs))) == 6
 
 
 def test_vpt_split_folder_through_the_training_pipeline(mocked_tfds, tmp_path):
@@ -188,9 +188,9 @@ def test_vpt_split_folder_through_the_training_pipeline(mocked_tfds, tmp_path):
             {f"{i % 7:03d}.Some_Bird/{i:07d}.jpg": i % 200 + 1 for i in chosen}))
     assert fgvc.read_split_file(str(folder))["val"] == [f"{i % 7:03d}.Some_Bird/{i:07d}.jpg"
                                                         for i in chosen_val]
-    from kprefix.data.image_tasks import load_image_task_data
+    from kprefix.data.image_tasks import load_image_task
 
-    data = load_image_task_data("fgvc/cub", IMAGE_SIZE, batch_size=3, seed=0,
+    data = load_image_task("fgvc/cub", IMAGE_SIZE, batch_size=3, seed=0,
                                 train_split="val", eval_split="train", split_file=str(folder),
                                 drop_remainder=False)
     assert data.steps_per_epoch == 1  # 2 examples, kept and padded to 3
@@ -206,7 +206,7 @@ def test_vpt_split_folder_through_the_training_pipeline(mocked_tfds, tmp_path):
 def test_split_file_naming_unknown_examples_fails(mocked_tfds, tmp_path):
     split_file = tmp_path / "split.json"
     split_file.write_text(json.dumps({"train": ["no_such_image.jpg"], "val": [1]}))
-    ds = fgvc.load_fgvc(
+    ds = fgvc.load(
         "fgvc/flowers",
         "train",
         image_size=8,
@@ -220,7 +220,7 @@ def test_split_file_naming_unknown_examples_fails(mocked_tfds, tmp_path):
 
 def test_same_seed_same_augmented_batches(mocked_tfds):
     def first_batch(seed):
-        ds = fgvc.load_fgvc(
+        ds = fgvc.load(
             "fgvc/flowers", "train", image_size=IMAGE_SIZE, batch_size=16, seed=seed
         )
         return [t.numpy() for t in next(iter(ds))]
@@ -232,7 +232,7 @@ def test_same_seed_same_augmented_batches(mocked_tfds):
 
 
 def test_augmentation_differs_between_epochs(mocked_tfds):
-    ds = fgvc.load_fgvc(
+    ds = fgvc.load(
         "fgvc/flowers",
         "train",
         image_size=IMAGE_SIZE,
@@ -269,7 +269,7 @@ def test_random_crop_and_flip_stay_inside_the_image():
 
 def test_missing_dataset_names_it_and_gives_the_command(tmp_path):
     with pytest.raises(ip.DatasetNotPreparedError) as error:
-        fgvc.load_fgvc("fgvc/dogs", "test", data_dir=str(tmp_path))
+        fgvc.load("fgvc/dogs", "test", data_dir=str(tmp_path))
     message = str(error.value)
     assert "fgvc/dogs" in message
     assert f"tfds build stanford_dogs:0.2.0 --data_dir={tmp_path}" in message
@@ -277,7 +277,7 @@ def test_missing_dataset_names_it_and_gives_the_command(tmp_path):
 
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="Unknown FGVC dataset"):
-        fgvc.get_dataset("fgvc/aircraft")
+        fgvc.lookup("fgvc/aircraft")
     with pytest.raises(ValueError, match="Unknown split"):
         fgvc.num_examples("fgvc/cub", "val200")
 
@@ -290,14 +290,14 @@ def test_vpt_splits_shipped_with_the_package_have_vpts_sizes():
         assert all(len(set(ids)) == len(ids) for ids in lists.values())
         assert not set(lists["train"]) & set(lists["val"])
         assert not set(lists["test"]) & (set(lists["train"]) | set(lists["val"]))
-        if fgvc.get_dataset(name).vpt_split_matches_tfds:
+        if fgvc.lookup(name).vpt_split_matches_tfds:
             for split, size in (("train", train), ("val", val), ("trainval", train + val)):
                 assert fgvc.num_examples(name, split, fgvc.VPT_SPLIT) == size
     assert fgvc.vpt_split("fgvc/cub")["val"][:1] == ("Acadian_Flycatcher_0017_795598",)
 
 
 def test_vpt_split_selects_tfds_examples_by_file_name():
-    flowers = fgvc.get_dataset("fgvc/flowers")
+    flowers = fgvc.lookup("fgvc/flowers")
     vpt = fgvc.vpt_split("fgvc/flowers")
     pool, selected = fgvc._select(flowers, "val", fgvc.VPT_SPLIT, fgvc.HOLDOUT_SEED)
     assert pool == "train+validation"

@@ -131,7 +131,7 @@ def test_loads_through_the_fgvc_pipeline(prepared, monkeypatch):
     monkeypatch.setitem(fgvc.DATASETS, "fgvc/nabirds", tiny)
     assert fgvc.num_examples("fgvc/nabirds", "val") == 1
 
-    train = fgvc.load_fgvc(
+    train = fgvc.load(
         "fgvc/nabirds",
         "train",
         image_size=16,
@@ -143,7 +143,7 @@ def test_loads_through_the_fgvc_pipeline(prepared, monkeypatch):
     assert images.shape == (NUM_TRAIN - 1, 16, 16, 3) and images.dtype == tf.float32
     assert set(labels.numpy().tolist()) <= set(LEAF_LABELS.values())
 
-    test = fgvc.load_fgvc(
+    test = fgvc.load(
         "fgvc/nabirds", "test", image_size=16, batch_size=2, data_dir=str(data_dir)
     )
     test_labels = np.concatenate([labels.numpy() for _, labels in test])
@@ -155,12 +155,12 @@ def test_loads_through_the_fgvc_pipeline(prepared, monkeypatch):
 def test_a_prepared_dataset_of_other_size_is_rejected(prepared):
     data_dir, _ = prepared
     with pytest.raises(ValueError, match="expects 23929"):
-        fgvc.load_fgvc("fgvc/nabirds", "test", data_dir=str(data_dir))
+        fgvc.load("fgvc/nabirds", "test", data_dir=str(data_dir))
 
 
 def test_missing_nabirds_gives_the_build_command_and_download_instructions(tmp_path):
     with pytest.raises(ip.DatasetNotPreparedError) as error:
-        fgvc.load_fgvc(
+        fgvc.load(
             "fgvc/nabirds", "train", data_dir=str(tmp_path), manual_dir=str(tmp_path / "dl")
         )
     message = str(error.value)

@@ -191,7 +191,7 @@ def test_val200_is_taken_where_vtab_takes_it():
 @pytest.mark.parametrize("task", sorted(TABLE_4))
 def test_pipeline_on_mock_data(task, mocked_tfds):
     classes, test_size = TABLE_4[task]
-    ds = vtab.load_vtab(
+    ds = vtab.load(
         task, "train800val200", image_size=IMAGE_SIZE, batch_size=250, seed=0, data_dir="unused"
     )
     assert ds.element_spec[0].shape.as_list() == [250, IMAGE_SIZE, IMAGE_SIZE, 3]
@@ -210,12 +210,12 @@ def test_pipeline_on_mock_data(task, mocked_tfds):
     assert np.all(images >= low - 1e-5) and np.all(images <= high + 1e-5)
 
     for split, size in (("train800", 800), ("val200", 200), ("test", test_size)):
-        batches = vtab.load_vtab(task, split, image_size=IMAGE_SIZE, batch_size=100, seed=0)
+        batches = vtab.load(task, split, image_size=IMAGE_SIZE, batch_size=100, seed=0)
         assert int(batches.cardinality()) == -(-size // 100), split
 
 
 def test_first_test_example_is_resized_and_normalized(mocked_tfds):
-    ds = vtab.load_vtab("vtab/cifar100", "test", image_size=IMAGE_SIZE, batch_size=4)
+    ds = vtab.load("vtab/cifar100", "test", image_size=IMAGE_SIZE, batch_size=4)
     image = next(iter(ds))[0][0].numpy()
     # The same fake example, decoded and transformed by hand.
     builder = tfds.builder("cifar100")
@@ -232,7 +232,7 @@ def test_first_test_example_is_resized_and_normalized(mocked_tfds):
 
 def test_gray_and_binary_images_become_full_range_rgb(mocked_tfds):
     for task in ("vtab/dsprites_location", "vtab/smallnorb_elevation"):
-        images, _ = next(iter(vtab.load_vtab(task, "val200", image_size=IMAGE_SIZE, batch_size=8)))
+        images, _ = next(iter(vtab.load(task, "val200", image_size=IMAGE_SIZE, batch_size=8)))
         images = images.numpy()
         assert images.shape == (8, IMAGE_SIZE, IMAGE_SIZE, 3)
         # The three channels carry the same gray value.
@@ -245,7 +245,7 @@ def test_gray_and_binary_images_become_full_range_rgb(mocked_tfds):
 
 def test_same_seed_same_batches_other_seed_other_order(mocked_tfds):
     def first_batch(seed):
-        ds = vtab.load_vtab("vtab/dtd", "train800", image_size=IMAGE_SIZE, batch_size=32, seed=seed)
+        ds = vtab.load("vtab/dtd", "train800", image_size=IMAGE_SIZE, batch_size=32, seed=seed)
         return [t.numpy() for t in next(iter(ds))]
 
     first, again, other = first_batch(7), first_batch(7), first_batch(8)
@@ -255,7 +255,7 @@ def test_same_seed_same_batches_other_seed_other_order(mocked_tfds):
 
 
 def test_evaluation_pipeline_keeps_order_and_every_example(mocked_tfds):
-    ds = vtab.load_vtab("vtab/kitti_distance", "test", image_size=IMAGE_SIZE, batch_size=100)
+    ds = vtab.load("vtab/kitti_distance", "test", image_size=IMAGE_SIZE, batch_size=100)
     labels = np.concatenate([labels.numpy() for _, labels in ds])
     again = np.concatenate([labels.numpy() for _, labels in ds])
     assert len(labels) == 711
@@ -306,7 +306,7 @@ def test_dsprites_labels_group_into_16_classes():
 
 def test_missing_dataset_names_it_and_gives_the_command(tmp_path):
     with pytest.raises(ip.DatasetNotPreparedError) as error:
-        vtab.load_vtab("vtab/cifar100", "train800", data_dir=str(tmp_path))
+        vtab.load("vtab/cifar100", "train800", data_dir=str(tmp_path))
     message = str(error.value)
     assert "vtab/cifar100" in message
     assert f"tfds build cifar100:3.0.2 --data_dir={tmp_path}" in message
@@ -315,7 +315,7 @@ def test_missing_dataset_names_it_and_gives_the_command(tmp_path):
 
 def test_missing_manual_dataset_explains_the_manual_download(tmp_path):
     with pytest.raises(ip.DatasetNotPreparedError) as error:
-        vtab.load_vtab(
+        vtab.load(
             "vtab/resisc45", "test", data_dir=str(tmp_path), manual_dir=str(tmp_path / "manual")
         )
     message = str(error.value)
@@ -325,10 +325,10 @@ def test_missing_manual_dataset_explains_the_manual_download(tmp_path):
 
 def test_unknown_task_and_split_are_rejected():
     with pytest.raises(ValueError, match="Unknown VTAB task"):
-        vtab.get_task("vtab/imagenet")
+        vtab.lookup("vtab/imagenet")
     with pytest.raises(ValueError, match="Unknown split"):
         vtab.num_examples("vtab/cifar100", "train")
 
 
 def test_short_names_are_accepted():
-    assert vtab.get_task("clevr_count") is vtab.TASKS["vtab/clevr_count"]
+    assert vtab.lookup("clevr_count") is vtab.TASKS["vtab/clevr_count"]

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from kprefix.runs import optimizers
 from kprefix.data.batching import num_batches, pad_to_full_batch
-from kprefix.data.image_tasks import load_image_task_data
+from kprefix.data.image_tasks import load_image_task
 from kprefix.runs.optimizers import ClippedSGD, CoupledSGD
 
 W0 = np.array([[0.5, -1.0], [2.0, 0.25]], "float32")
@@ -200,7 +200,7 @@ def test_padding_scales_existing_token_weights():
 def test_keeping_the_remainder_counts_ceil_batches():
     assert num_batches(1000, 128, drop_remainder=False) == 8  # VTAB-1k, as the reference
     assert num_batches(1000, 128, drop_remainder=True) == 7
-    data = load_image_task_data("digits", image_size=8, batch_size=64, seed=0,
+    data = load_image_task("digits", image_size=8, batch_size=64, seed=0,
                                 drop_remainder=False)
     batches = list(data.make_epoch(tf.constant(0, tf.int64)))
     assert len(batches) == data.steps_per_epoch == math.ceil(1438 / 64)

@@ -122,9 +122,9 @@ def test_source_labels_match_the_rendered_objects():
 
 
 def test_minivtab_is_a_launch_dataset():
-    from kprefix.data.image_tasks import load_image_task_data
+    from kprefix.data.image_tasks import load_image_task
 
-    data = load_image_task_data("minivtab/orientation", 16, 64, seed=0)
+    data = load_image_task("minivtab/orientation", 16, 64, seed=0)
     assert (data.num_classes, data.steps_per_epoch) == (8, 1000 // 64)
     images, labels = next(iter(data.make_epoch(np.int64(0))))
     assert images.shape == (64, 16, 16, 3)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from helpers import image_classifier
 from kprefix.runs import optimizers, train
 from kprefix.runs.checkpoints import CheckpointStore
-from kprefix.data.image_tasks import load_image_task_data
+from kprefix.data.image_tasks import load_image_task
 
 
 def _compile(model, jit_compile=False, learning_rate=0.5):
@@ -73,7 +73,7 @@ def test_mirrored_matches_default_on_the_same_global_batch(two_cpus):
 
 
 def _fit(workdir, epochs, every=0):
-    data = load_image_task_data("digits", image_size=16, batch_size=128, seed=1)
+    data = load_image_task("digits", image_size=16, batch_size=128, seed=1)
     model = image_classifier("deep_share", seed=1, num_classes=10, dropout=0.1)
     model.compile(
         optimizer=optimizers.make_optimizer("sgd", 0.5, 1e-4, 128, data.steps_per_epoch * 2,

@@ -1,44 +1,29 @@
 """Data pipelines and benchmark protocols.
 
 Importing this package is cheap; the pipelines import TensorFlow and TFDS
-when first used.
+when first used. The image benchmark families share one interface: each
+module of `BENCHMARKS` has `lookup(name)`, `num_classes(name)`,
+`num_examples(name, split)`, `prepare(name, data_dir, manual_dir)` and
+`load(name, split, ...)` (batched `(image, label)`), and `benchmark(name)`
+finds it. Training reads every image task, benchmarks and offline ones,
+through `kprefix.data.image_tasks.load_image_task`.
 
->>> from kprefix.data import load_image_task
->>> callable(load_image_task)
-True
+>>> benchmark("vtab/smallnorb_azimuth").num_classes("vtab/smallnorb_azimuth")
+18
+>>> benchmark("fgvc/dogs").num_examples("fgvc/dogs", "test")
+8580
 """
 
+import importlib
 
-def load_image_task(name: str, split: str, **kwargs):
-    """Batched (image, label) dataset of a vision task: "vtab/<task>" or "fgvc/<dataset>".
-
-    Keyword arguments go to `kprefix.data.vtab.load_vtab` or
-    `kprefix.data.fgvc.load_fgvc`, e.g.
-    ``load_image_task("fgvc/cub", "train", batch_size=64, seed=0, data_dir=...)``.
-    """
-    if name.startswith("vtab/"):
-        from kprefix.data import vtab
-
-        return vtab.load_vtab(name, split, **kwargs)
-    if name.startswith("fgvc/"):
-        from kprefix.data import fgvc
-
-        return fgvc.load_fgvc(name, split, **kwargs)
-    raise ValueError(f"Unknown image task {name!r}: expected 'vtab/<task>' or 'fgvc/<dataset>'.")
+# Benchmark family -> the module that implements its protocol.
+BENCHMARKS = {"vtab": "kprefix.data.vtab", "fgvc": "kprefix.data.fgvc"}
 
 
-def image_task_num_classes(name: str) -> int:
-    """Number of classes of a "vtab/..." or "fgvc/..." task, without reading data.
-
-    >>> image_task_num_classes("vtab/smallnorb_azimuth"), image_task_num_classes("fgvc/dogs")
-    (18, 120)
-    """
-    if name.startswith("vtab/"):
-        from kprefix.data import vtab
-
-        return vtab.num_classes(name)
-    if name.startswith("fgvc/"):
-        from kprefix.data import fgvc
-
-        return fgvc.num_classes(name)
-    raise ValueError(f"Unknown image task {name!r}: expected 'vtab/<task>' or 'fgvc/<dataset>'.")
+def benchmark(name: str):
+    """The module of the family that `name` ("vtab/<task>", "fgvc/<dataset>") belongs to."""
+    family, _, rest = name.partition("/")
+    if family not in BENCHMARKS or not rest:
+        raise ValueError(f"Unknown image task {name!r}: expected 'vtab/<task>' or "
+                         "'fgvc/<dataset>'.")
+    return importlib.import_module(BENCHMARKS[family])

@@ -23,7 +23,7 @@ Example:
 
 and, with the dataset prepared in ``data_dir``::
 
-    ds = fgvc.load_fgvc("fgvc/cub", "train", batch_size=64, seed=0,
+    ds = fgvc.load("fgvc/cub", "train", batch_size=64, seed=0,
                         data_dir="gs://my-bucket/tfds")
     images, labels = next(iter(ds))  # float32 [64, 224, 224, 3], int32 [64]
 
@@ -155,7 +155,7 @@ def vpt_split(name: str) -> dict[str, tuple[str, ...]]:
     >>> sizes
     {'train': 5394, 'val': 600, 'test': 5794}
     """
-    short = get_dataset(name).name.split("/", 1)[1]
+    short = lookup(name).name.split("/", 1)[1]
     data = importlib.resources.files("kprefix.data") / "fgvc_splits" / f"{short}.tsv.gz"
     lists = {"train": [], "val": [], "test": []}
     for line in gzip.decompress(data.read_bytes()).decode().splitlines():
@@ -225,7 +225,7 @@ DATASETS: dict[str, FgvcDataset] = {
 }
 
 
-def get_dataset(name: str) -> FgvcDataset:
+def lookup(name: str) -> FgvcDataset:
     """Looks a dataset up by "fgvc/<name>" or "<name>"."""
     full = name if name.startswith("fgvc/") else f"fgvc/{name}"
     if full not in DATASETS:
@@ -235,12 +235,12 @@ def get_dataset(name: str) -> FgvcDataset:
 
 def num_classes(name: str) -> int:
     """Number of classes (no data is read)."""
-    return get_dataset(name).num_classes
+    return lookup(name).num_classes
 
 
 def num_examples(name: str, split: str, split_file: str | None = None) -> int:
     """Number of examples of a split (no data is read)."""
-    return get_dataset(name).num_examples(split, split_file)
+    return lookup(name).num_examples(split, split_file)
 
 
 def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = None) -> None:
@@ -248,7 +248,7 @@ def prepare(name: str, data_dir: str | None = None, manual_dir: str | None = Non
 
     NABirds reads the official archive or folder from `manual_dir`.
     """
-    ip.prepare_tfds(get_dataset(name).source, data_dir=data_dir, manual_dir=manual_dir)
+    ip.prepare_tfds(lookup(name).source, data_dir=data_dir, manual_dir=manual_dir)
 
 
 # ---------------------------------------------------------------------------
@@ -385,7 +385,7 @@ def eval_bytes_per_example(image_size: int) -> int:
     return image_size * image_size * 3 * 4
 
 
-def load_fgvc(
+def load(
     name: str,
     split: str,
     *,
@@ -430,7 +430,7 @@ def load_fgvc(
     Raises:
       DatasetNotPreparedError: with the command that prepares the dataset.
     """
-    dataset = get_dataset(name)
+    dataset = lookup(name)
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r} for {dataset.name}; expected one of {SPLITS}.")
     count = dataset.num_examples(split, split_file)

@@ -7,8 +7,8 @@ and the TFDS benchmark tasks `vtab/<task>` and `fgvc/<dataset>`.
 
 Example:
 
->>> from kprefix.data.image_tasks import load_image_task_data
->>> data = load_image_task_data("digits", image_size=16, batch_size=32, seed=0)
+>>> from kprefix.data.image_tasks import load_image_task
+>>> data = load_image_task("digits", image_size=16, batch_size=32, seed=0)
 >>> data.num_classes, data.steps_per_epoch
 (10, 44)
 """
@@ -18,7 +18,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from kprefix.data import image_task_num_classes, load_image_task
+from kprefix.data import benchmark
 from kprefix.data.batching import num_batches, pad_to_full_batch
 from kprefix.data.digits import digits_arrays
 
@@ -51,7 +51,7 @@ class ImageTaskData:
     eval_dataset: tf.data.Dataset
 
 
-def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
+def load_image_task(name, image_size, batch_size, seed, train_split=None,
                          eval_split=None, data_dir=None, manual_dir=None,
                          drop_remainder=True, split_file=None):
     """Training and evaluation pipelines of task `name` (see module doc).
@@ -78,13 +78,14 @@ def load_image_task_data(name, image_size, batch_size, seed, train_split=None,
                   manual_dir=manual_dir)
     if split_file is not None:
         common["split_file"] = split_file
-    train = load_image_task(name, train_split, seed=seed, training=True,
-                            drop_remainder=drop_remainder, **common)
+    protocol = benchmark(name)
+    train = protocol.load(name, train_split, seed=seed, training=True,
+                          drop_remainder=drop_remainder, **common)
     if not drop_remainder:
         train = train.map(pad_to_full_batch(batch_size))
-    evaluation = load_image_task(name, eval_split, seed=seed, training=False, **common)
+    evaluation = protocol.load(name, eval_split, seed=seed, training=False, **common)
     # The training pipeline reshuffles and re-augments on every pass.
-    return ImageTaskData(image_task_num_classes(name), int(train.cardinality()),
+    return ImageTaskData(protocol.num_classes(name), int(train.cardinality()),
                          lambda epoch: train, evaluation)
 
 

@@ -28,7 +28,7 @@ Example:
 
 and, with the dataset prepared in ``data_dir``::
 
-    ds = vtab.load_vtab("vtab/cifar100", "train800", batch_size=128, seed=0,
+    ds = vtab.load("vtab/cifar100", "train800", batch_size=128, seed=0,
                         data_dir="gs://my-bucket/tfds")
     images, labels = next(iter(ds))  # float32 [128, 224, 224, 3], int32 [128]
 """
@@ -403,7 +403,7 @@ def _build_tasks() -> dict[str, VtabTask]:
 TASKS: dict[str, VtabTask] = _build_tasks()
 
 
-def get_task(task: str) -> VtabTask:
+def lookup(task: str) -> VtabTask:
     """Looks a task up by "vtab/<name>" or "<name>"."""
     name = task if task.startswith("vtab/") else f"vtab/{task}"
     if name not in TASKS:
@@ -413,12 +413,12 @@ def get_task(task: str) -> VtabTask:
 
 def num_classes(task: str) -> int:
     """Number of classes of a task (no data is read)."""
-    return get_task(task).num_classes
+    return lookup(task).num_classes
 
 
 def num_examples(task: str, split: str) -> int:
     """Number of examples in a protocol split (no data is read)."""
-    return get_task(task).num_examples(split)
+    return lookup(task).num_examples(split)
 
 
 def prepare(task: str, data_dir: str | None = None, manual_dir: str | None = None) -> None:
@@ -427,7 +427,7 @@ def prepare(task: str, data_dir: str | None = None, manual_dir: str | None = Non
     Manual-download datasets (resisc45, diabetic retinopathy) read their
     files from `manual_dir`.
     """
-    ip.prepare_tfds(get_task(task).source, data_dir=data_dir, manual_dir=manual_dir)
+    ip.prepare_tfds(lookup(task).source, data_dir=data_dir, manual_dir=manual_dir)
 
 
 def bytes_per_example(image_size: int) -> int:
@@ -435,7 +435,7 @@ def bytes_per_example(image_size: int) -> int:
     return image_size * image_size * 3 * 4
 
 
-def load_vtab(
+def load(
     task: str,
     split: str,
     *,
@@ -470,7 +470,7 @@ def load_vtab(
     Raises:
       DatasetNotPreparedError: with the command that prepares the dataset.
     """
-    spec = get_task(task)
+    spec = lookup(task)
     count = spec.num_examples(split)
     if training is None:
         training = split in ("train800", "train800val200")

@@ -7,7 +7,7 @@ import time
 import keras
 from absl import app
 
-from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task_data
+from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
@@ -31,7 +31,7 @@ def prepare(config):
                              "--task=image_classification needs a ViT.")
     image_size = int(backbone.image_shape[0])
     try:
-        data = load_image_task_data(
+        data = load_image_task(
             config.dataset, image_size, config.batch_size, config.seed,
             config.train_split, config.eval_split, config.tfds_data_dir, config.manual_dir,
             drop_remainder=config.drop_remainder, split_file=config.split_file,
