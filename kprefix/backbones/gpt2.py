@@ -18,6 +18,7 @@ Example:
 ['decoder_0', 'decoder_1']
 """
 
+from kprefix.backbones.layer_classes import mix_into, unmix
 from kprefix.backbones.sites import AttentionSite, TransformerBlock
 
 
@@ -58,20 +59,14 @@ def install_position_offset(backbone, offset):
     `offset, offset + 1, ...` of the position table. `offset=0` removes it.
     """
     layer = backbone.position_embedding
-    original = getattr(layer, "_original_class", type(layer))
     if offset == 0:
-        if type(layer) is not original:
-            layer.__class__ = original
-            object.__delattr__(layer, "_offset")
+        unmix(layer, _OffsetPositionEmbedding, "_offset")
         return
     limit = backbone.max_sequence_length
     if not 0 < offset < limit:
         raise ValueError(f"position offset {offset} leaves no positions of the backbone's "
                          f"{limit}; use a shorter prefix or --prefix_position_offset=0.")
-    shifted = type(f"Offset{original.__name__}", (_OffsetPositionEmbedding, original),
-                   {"__module__": __name__, "_original_class": original})
-    layer.__class__ = shifted
-    object.__setattr__(layer, "_offset", int(offset))
+    mix_into(layer, _OffsetPositionEmbedding, "Offset{}", _offset=int(offset))
 
 
 def position_offset(backbone):

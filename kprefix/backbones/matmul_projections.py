@@ -25,11 +25,12 @@ Example:
 True
 """
 
-import functools
 import math
 
 import tensorflow as tf
 from keras import ops
+
+from kprefix.backbones.layer_classes import mix_into
 
 # Equation -> number of the input's trailing axes that the kernel contracts.
 CONTRACTED_AXES = {"abc,cde->abde": 1, "abcd,cde->abe": 2}
@@ -56,20 +57,12 @@ class _MatMulProjection:
         return x
 
 
-@functools.lru_cache(maxsize=None)
-def _matmul_class_for(einsum_dense_class):
-    return type(einsum_dense_class.__name__, (_MatMulProjection, einsum_dense_class),
-                {"__module__": einsum_dense_class.__module__})
-
-
 def use_matmul_projections(attention):
     """Makes the query, key, value and output projections of `attention` 2-D products.
 
-    The class is swapped directly rather than with a method hook
-    (`kprefix.methods.layer_hooks`), so that an adapter can still hook the
-    output projection on top of it.
+    The projections keep their class names, so their checkpoint paths stay;
+    an adapter can still be mixed into the output projection on top.
     """
     for layer in (attention.query_dense, attention.key_dense, attention.value_dense,
                   attention.output_dense):
-        if not isinstance(layer, _MatMulProjection):
-            layer.__class__ = _matmul_class_for(type(layer))
+        mix_into(layer, _MatMulProjection)

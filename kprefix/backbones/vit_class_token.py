@@ -28,7 +28,7 @@ Example:
 ((1, 1, 8), True)
 """
 
-import functools
+from kprefix.backbones.layer_classes import mix_into, unmix
 
 
 class _ClassTokenOnlyBlock:
@@ -41,14 +41,6 @@ class _ClassTokenOnlyBlock:
         return x + self.mlp(self.layer_norm_2(x))
 
 
-@functools.lru_cache(maxsize=None)
-def _class_token_only_class(block_class):
-    # The original class name: Keras saves the layers of a list (the encoder's
-    # blocks) under their class names, so the checkpoint paths stay the same.
-    return type(block_class.__name__, (_ClassTokenOnlyBlock, block_class),
-                {"__module__": block_class.__module__})
-
-
 def last_block(backbone):
     """The last `ViTEncoderBlock` of a keras-hub `ViTBackbone`."""
     return backbone.get_layer("vit_encoder").encoder_layers[-1]
@@ -56,16 +48,14 @@ def last_block(backbone):
 
 def keep_class_token_only(backbone):
     """Makes `backbone`'s last block compute the class token's row only."""
-    block = last_block(backbone)
-    if not isinstance(block, _ClassTokenOnlyBlock):
-        block.__class__ = _class_token_only_class(type(block))
+    # The block keeps its class name: Keras saves the layers of a list (the
+    # encoder's blocks) under their class names, so checkpoint paths stay.
+    mix_into(last_block(backbone), _ClassTokenOnlyBlock)
 
 
 def keep_all_tokens(backbone):
     """Undoes `keep_class_token_only`: the backbone computes as keras-hub's."""
-    block = last_block(backbone)
-    if isinstance(block, _ClassTokenOnlyBlock):
-        block.__class__ = type(block).__bases__[1]
+    unmix(last_block(backbone), _ClassTokenOnlyBlock)
 
 
 def keeps_class_token_only(backbone):

@@ -10,7 +10,7 @@ the adapted backbone computes exactly what the frozen one does.
   only.
 
 Each adapter follows the sub-block's output projection, hooked in place
-(`kprefix.methods.layer_hooks`); the adapters' variables belong to the
+(`kprefix.backbones.layer_classes`); the adapters' variables belong to the
 `Adapters` container, which a task model tracks.
 
 Example:
@@ -26,7 +26,7 @@ import keras
 
 from kprefix.backbones import transformer_blocks
 from kprefix.methods.adapter_styles import ADAPTER_STYLES
-from kprefix.methods.layer_hooks import restore_class, swap_class
+from kprefix.backbones.layer_classes import mix_into, unmix
 
 
 class BottleneckAdapter(keras.layers.Layer):
@@ -88,7 +88,7 @@ class Adapters(keras.layers.Layer):
                     adapter = BottleneckAdapter(
                         block.hidden_dim, bottleneck_dim, seed=seed_n, dtype=self.dtype_policy,
                         name=f"{block.kind}_{block.index}_{site}_adapter")
-                swap_class(layer, _AdaptedOutput, adapter=adapter)
+                mix_into(layer, _AdaptedOutput, _kprefix_adapter=adapter)
                 self.adapters.append(adapter)
                 hooked.append(layer)
         self.built = True
@@ -96,4 +96,4 @@ class Adapters(keras.layers.Layer):
     def uninstall(self):
         """Removes the adapters: the backbone computes exactly as before."""
         for layer in self._hooked:
-            restore_class(layer)
+            unmix(layer, _AdaptedOutput, "_kprefix_adapter")

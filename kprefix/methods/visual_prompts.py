@@ -32,7 +32,7 @@ import math
 import keras
 from keras import ops
 
-from kprefix.methods.layer_hooks import restore_class, swap_class
+from kprefix.backbones.layer_classes import mix_into, unmix
 
 
 class _PromptedEncoder:
@@ -80,7 +80,7 @@ class VisualPrompts(keras.layers.Layer):
             initializer=keras.initializers.RandomUniform(-limit, limit, seed=seed),
             name="prompts")
         self.built = True
-        swap_class(encoder, _PromptedEncoder, prompts=self)
+        mix_into(encoder, _PromptedEncoder, _kprefix_prompts=self)
 
     def _batch_of(self, block, like):
         prompts = ops.cast(self.prompts[block], like.dtype)
@@ -97,7 +97,7 @@ class VisualPrompts(keras.layers.Layer):
 
     def uninstall(self):
         """Removes the prompts: the backbone computes exactly as before."""
-        restore_class(self._encoder)
+        unmix(self._encoder, _PromptedEncoder, "_kprefix_prompts")
 
 
 def _pair(size):

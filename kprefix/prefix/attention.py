@@ -27,9 +27,10 @@ Example:
 (1, 3, 8)
 """
 
-import functools
 
 from keras import ops
+
+from kprefix.backbones.layer_classes import mix_into, unmix
 
 
 def concat_prefix(key, value, attention_mask, prefix_key, prefix_value):
@@ -99,18 +100,6 @@ class PrefixAttentionMixin:
         )
 
 
-@functools.lru_cache(maxsize=None)
-def prefix_class_for(attention_class):
-    """The prefix-aware subclass of a `MultiHeadAttention` class."""
-    if issubclass(attention_class, PrefixAttentionMixin):
-        return attention_class
-    return type(
-        f"Prefix{attention_class.__name__}",
-        (PrefixAttentionMixin, attention_class),
-        {"__module__": __name__, "_original_class": attention_class},
-    )
-
-
 def install_prefix(attention_layer, prefix_source):
     """Makes `attention_layer` attend to the prefixes of `prefix_source`.
 
@@ -126,14 +115,11 @@ def install_prefix(attention_layer, prefix_source):
             f"Attention layer {attention_layer.name!r} is not built; build the "
             "backbone (call it once or load it from a preset) before adding prefixes."
         )
-    attention_layer.__class__ = prefix_class_for(type(attention_layer))
-    # Stored untracked: the generator's variables belong to the prefix
-    # container, not to the (frozen) backbone.
-    object.__setattr__(attention_layer, "_prefix_source", prefix_source)
+    # The source is attached untracked: the generator's variables belong to
+    # the prefix container, not to the (frozen) backbone.
+    mix_into(attention_layer, PrefixAttentionMixin, "Prefix{}", _prefix_source=prefix_source)
 
 
 def uninstall_prefix(attention_layer):
     """Restores the layer's original class; a no-op without a prefix."""
-    if isinstance(attention_layer, PrefixAttentionMixin):
-        attention_layer.__class__ = attention_layer._original_class
-        object.__delattr__(attention_layer, "_prefix_source")
+    unmix(attention_layer, PrefixAttentionMixin, "_prefix_source")

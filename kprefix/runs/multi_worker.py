@@ -311,8 +311,6 @@ def as_one_of_several_workers(run):
     worker, see `exit_on_signals`)."""
     from absl import app
 
-    from kprefix.runs.train import Preempted
-
     try:
         return run()
     except PEER_FAILURE_ERRORS as error:
@@ -328,7 +326,8 @@ def as_one_of_several_workers(run):
         # Any other failure (preemption included): tell the peers at once
         # (instead of after --peer_timeout_seconds) and leave promptly.
         report_failure_to_peers(error)
-        code = (Preempted.exit_code if isinstance(error, Preempted)
+        # A preempted run (kprefix.runs.train.Preempted) carries its own status.
+        code = (error.exit_code if isinstance(getattr(error, "exit_code", None), int)
                 else error.code if isinstance(error, SystemExit) and isinstance(error.code, int)
                 else 2 if isinstance(error, app.UsageError) else 1)
         exit_after(seconds=5, code=code)

@@ -13,11 +13,11 @@ Example:
 (True, 2)
 """
 
-import functools
 
 import keras
 import tensorflow as tf
 
+from kprefix.backbones.layer_classes import mix_into
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
 
@@ -129,7 +129,7 @@ def fast_tied_logits(backbone):
     policy = backbone.dtype_policy
     if embedding.reverse_dtype is None and policy.compute_dtype != policy.variable_dtype:
         embedding.reverse_dtype = policy.compute_dtype
-    embedding.__class__ = _tied_logits_class(type(embedding))
+    mix_into(embedding, TiedLogitsMixin)
 
 
 class TiedLogitsMixin:
@@ -145,14 +145,6 @@ class TiedLogitsMixin:
         shape = keras.ops.shape(inputs)  # static sizes where known, so Keras keeps them
         logits = tf.linalg.matmul(tf.reshape(inputs, [-1, shape[-1]]), kernel, transpose_b=True)
         return tf.reshape(logits, [*shape[:-1], self.input_dim])
-
-
-@functools.lru_cache(maxsize=None)
-def _tied_logits_class(embedding_class):
-    if issubclass(embedding_class, TiedLogitsMixin):
-        return embedding_class
-    return type(embedding_class.__name__, (TiedLogitsMixin, embedding_class),
-                {"__module__": embedding_class.__module__})
 
 
 def _is_prefix_weight(model, weight):
