@@ -287,9 +287,11 @@ class RunConfig:
     @property
     def method_config(self):
         """`method`, with VPT's placement and (for `vpt_length=0`) length taken from `prefix`."""
-        method = self.method
+        method, placement = self.method, self.prefix.placement
+        if not isinstance(placement, str):
+            placement = ",".join(str(layer) for layer in placement)
         return dataclasses.replace(
-            method, vpt_placement=method.vpt_placement or str(self.prefix.placement),
+            method, vpt_placement=method.vpt_placement or placement,
             vpt_length=method.vpt_length or self.prefix.length)
 
     @property
