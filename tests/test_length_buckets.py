@@ -1,6 +1,7 @@
 """Length-bucketed text batches: the same rows as fixed padding with padding
 cut, the same loss and gradients, few shapes, an exact resume."""
 
+import concurrent.futures
 import functools
 import signal
 from types import SimpleNamespace
@@ -132,6 +133,8 @@ def test_bad_bucket_lengths_are_usage_errors():
 
 @pytest.mark.large
 def test_text_run_with_buckets_killed_and_restarted_is_bit_identical(tmp_path):
+    from kprefix.data import nlg
+    from kprefix.data.batching import num_batches
     from test_run_faults import DATA, final_state, kill_and_resume, launch
     if not (DATA / "webnlg2017").is_dir():
         pytest.skip(f"WebNLG files not found under {DATA}")
@@ -144,12 +147,19 @@ def test_text_run_with_buckets_killed_and_restarted_is_bit_identical(tmp_path):
              "--max_new_tokens=2", "--min_new_tokens=1", "--max_eval_examples=1",
              "--checkpoint_every_steps=1",
              "--noexport"]
-    straight = launch(*flags, f"--workdir={tmp_path / 'straight'}")
+    # The uninterrupted run goes on beside the killed one: its final step is
+    # known beforehand (2 epochs of the 5 inputs' pairs, the last batch kept).
+    pairs = list(nlg.training_pairs(nlg.load_task("webnlg", "train", DATA)[:5]))
+    final_step = 2 * num_batches(len(pairs), 3, drop_remainder=False)
+    step = int(np.random.default_rng().integers(1, final_step - 3))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        uninterrupted = pool.submit(launch, *flags, f"--workdir={tmp_path / 'straight'}")
+        process, _, rerun = kill_and_resume(flags, str(tmp_path / "killed"), step)
+        straight = uninterrupted.result()
     assert straight.returncode == 0, straight.stderr[-3000:]
     assert "Length buckets: 96, 112, 128 tokens." in straight.stdout
-    expected, final_step = final_state(str(tmp_path / "straight"))
-    step = int(np.random.default_rng().integers(1, final_step - 3))
-    process, _, rerun = kill_and_resume(flags, str(tmp_path / "killed"), step)
+    expected, straight_step = final_state(str(tmp_path / "straight"))
+    assert straight_step == final_step
     assert process.returncode == -signal.SIGKILL, f"run ended before the kill at step {step}"
     resumed, resumed_step = final_state(str(tmp_path / "killed"))
     assert resumed_step == final_step

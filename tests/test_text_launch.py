@@ -4,6 +4,7 @@ Uses the real E2E and XSUM files of the shared data folder (skipped when it
 is absent) with the tiny GPT-2 and BART configs.
 """
 
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -42,16 +43,54 @@ RUNS = {
 }
 
 
-@needs_data
-@pytest.mark.large
-@pytest.mark.parametrize("name", sorted(RUNS))
-def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
-    workdir = tmp_path / name
-    result = subprocess.run(
+def _launch(name, workdir):
+    return subprocess.run(
         [sys.executable, "-m", "kprefix.launch", *COMMON, *RUNS[name], f"--workdir={workdir}",
          f"--text_data_dir={DATA}"],
         capture_output=True, text=True, timeout=900,
     )
+
+
+# Loads each export without kprefix (a fresh process that never imports it) and
+# generates from the run's evaluation sources; prints {name: texts or error}.
+SERVE_SCRIPT = textwrap.dedent("""
+    import json, sys, tensorflow as tf
+    import tensorflow_text  # registers the tokenizer ops
+    served = {}
+    for name, (export, sources) in json.loads(sys.argv[1]).items():
+        try:
+            serve = tf.saved_model.load(export).signatures["serving_default"]
+            out = serve(text=tf.constant(sources))["text"].numpy()
+            served[name] = [t.decode("utf-8", errors="replace") for t in out]
+        except Exception as error:  # reported by the test of that run
+            served[name] = repr(error)
+    assert not any(m.startswith(("kprefix", "keras_hub")) for m in sys.modules)
+    print(json.dumps(served))
+""")
+
+
+@pytest.fixture(scope="module")
+def text_runs(tmp_path_factory):
+    """Every run of RUNS, two launches at a time (each is mostly single-threaded
+    tracing), then one fresh process serving every export that was written.
+    Returns {name: (workdir, launch result, served texts or error)}."""
+    root = tmp_path_factory.mktemp("text_runs")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        launched = dict(zip(RUNS, pool.map(lambda name: _launch(name, root / name), RUNS)))
+    exports = {name: [str(root / name / "export"), _sources(name)] for name in RUNS
+               if (root / name / "export").is_dir()}
+    served = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, json.dumps(exports)],
+                            capture_output=True, text=True, timeout=600)
+    assert served.returncode == 0, served.stderr[-3000:]
+    texts = json.loads(served.stdout.strip().splitlines()[-1])
+    return {name: (root / name, launched[name], texts.get(name)) for name in RUNS}
+
+
+@needs_data
+@pytest.mark.large
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_text_run_trains_decodes_scores_and_exports(name, text_runs):
+    workdir, result, served = text_runs[name]
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["num_eval_examples"] == 4
@@ -62,19 +101,7 @@ def test_text_run_trains_decodes_scores_and_exports(name, tmp_path):
     predictions = (workdir / "predictions_test.txt").read_text().splitlines()
     assert len(predictions) == 4
     # The SavedModel, loaded without kprefix, generates the same text.
-    sources = [json.dumps(s) for s in _sources(name)]
-    script = textwrap.dedent(f"""
-        import json, sys, tensorflow as tf
-        import tensorflow_text  # registers the tokenizer ops
-        serve = tf.saved_model.load({str(workdir / 'export')!r}).signatures["serving_default"]
-        out = serve(text=tf.constant([{', '.join(sources)}]))["text"].numpy()
-        print(json.dumps([t.decode("utf-8", errors="replace") for t in out]))
-        assert not any(m.startswith(("kprefix", "keras_hub")) for m in sys.modules)
-    """)
-    served = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=600)
-    assert served.returncode == 0, served.stderr[-3000:]
-    assert json.loads(served.stdout.strip().splitlines()[-1]) == predictions
+    assert served == predictions
 
 
 def _sources(name):

@@ -1,5 +1,6 @@
 """The vision flagfiles parse and follow the paper; a tiny sweep runs end to end."""
 
+import concurrent.futures
 import glob
 import json
 import os
@@ -163,11 +164,15 @@ def test_tiny_sweep_then_report_end_to_end(tmp_path):
     assert (report_dir / "figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The comparison methods go through the same sweep and land in the same table.
+    # Their sweeps write to folders of their own: two run at a time.
     methods = {"linear": ("linear", 0.5), "finetune": ("finetune", 0.001),
                "lora": ("lora", 0.001), "vpt": ("vpt-deep", 0.5)}
-    for method, (family, learning_rate) in methods.items():
-        method_dir, result = _tiny_sweep(wrapper, sweep_dir, family, learning_rate,
-                                         f"--config=vtab/methods/{method}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        sweeps = {method: pool.submit(_tiny_sweep, wrapper, sweep_dir, family, learning_rate,
+                                      f"--config=vtab/methods/{method}")
+                  for method, (family, learning_rate) in methods.items()}
+    for method, sweep in sweeps.items():
+        method_dir, result = sweep.result()
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         run = json.loads((method_dir / "final" / "seed42" / "results.json").read_text())
         assert run["flags"]["method"] == method and run["status"] == "completed"
