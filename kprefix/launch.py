@@ -160,8 +160,8 @@ flags.DEFINE_enum("text_loss", "auto", ["auto", "sequence_sum", "token_mean"],
 # Length-bucketed text batches (kprefix.data.length_buckets).
 flags.DEFINE_string("length_buckets", "auto",
                     "Text: pad each training batch to the smallest of a few lengths that fits it "
-                    "(one compiled shape per bucket). 'auto': up to 8 from the training data's "
-                    "length quantiles; 'none': always the full --source_length/--target_length; "
+                    "(one compiled shape per bucket). 'auto': up to 8 from the length quantiles "
+                    "of a fixed sample of 2,000 training examples; 'none': always the full --source_length/--target_length; "
                     "or lengths like 32,64,128 (BART: encoder lengths).")
 flags.DEFINE_float("clip_norm", 0.0,
                    "Clip all gradients together to this global norm (torch clip_grad_norm_); "
