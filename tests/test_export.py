@@ -111,3 +111,14 @@ def test_text_signature_declares_a_batch_of_strings(tmp_path):
     inputs = _signature_inputs(export_dir)
     assert "inputs['text'] tensor_info:" in inputs
     assert "dtype: DT_STRING" in inputs and "shape: (-1)" in inputs
+
+
+def test_a_model_with_a_non_finite_weight_is_not_exported(tmp_path):
+    from kprefix.checkpoints import NonFiniteState
+
+    model = image_classifier("deep_share")
+    head = model.trainable_weights[-1]
+    head.assign(np.full(head.shape, np.nan, head.dtype))
+    with pytest.raises(NonFiniteState, match="NaN or infinity"):
+        export_image_classifier(model, str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()

@@ -18,14 +18,23 @@ A text task may pad several axes (BART: the encoder and decoder lengths).
 Bucket `i` then pads each axis to its own `i`-th boundary, and an example
 goes to the first bucket that fits it on every axis.
 
+Measuring every example would tokenize the whole training set before the
+first step (seconds to minutes). So `auto` measures a fixed sample of
+`SAMPLE_SIZE` examples (`length_sample`): its quantiles give the
+boundaries, and the other examples' lengths, used only to group similar
+examples, are estimated from their character counts
+(`estimated_lengths`). Each batch is padded to the first bucket that fits
+its tokenized examples (`fitting_bucket`), so an estimate never cuts a
+token; it can only place an example among longer or shorter ones.
+
 Example:
 
 >>> import numpy as np
 >>> from kprefix.data.length_buckets import auto_boundaries, bucket_ids, epoch_batches
 >>> lengths = np.array([5, 7, 30, 31, 6, 4])
->>> boundaries = auto_boundaries(lengths, maximum=64, max_buckets=2)
+>>> boundaries = auto_boundaries(lengths, maximum=64, max_buckets=3)
 >>> boundaries
-(8, 64)
+(8, 32, 64)
 >>> ids = bucket_ids([lengths], [boundaries])
 >>> ids.tolist()
 [0, 0, 1, 1, 0, 0]
@@ -41,16 +50,63 @@ from kprefix.data.batching import num_batches
 
 # Batches per sorted window, as Hugging Face's LengthGroupedSampler (megabatches of 50).
 WINDOW_BATCHES = 50
+# Examples tokenized to choose the `auto` boundaries; quantiles of 2,000
+# lengths are within about a percentile of the whole set's.
+SAMPLE_SIZE = 2000
+
+
+def length_sample(count, size=SAMPLE_SIZE, seed=0):
+    """Sorted indices of a fixed random sample of `size` of `count` examples
+    (all of them when `count <= size`).
+
+    >>> length_sample(5).tolist(), length_sample(10, size=3).tolist()
+    ([0, 1, 2, 3, 4], [5, 6, 9])
+    """
+    if count <= size:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size, replace=False))
+
+
+def estimated_lengths(characters, sample, measured):
+    """Token lengths of all examples: `measured` for those in `sample`, the
+    others from their `characters` at the sample's tokens per character.
+
+    >>> estimated_lengths([10, 20, 40], sample=[0, 1], measured=[3, 6]).tolist()
+    [3, 6, 12]
+    """
+    characters = np.asarray(characters, np.float64)
+    measured = np.asarray(measured)
+    tokens_per_character = measured.sum() / max(characters[sample].sum(), 1.0)
+    lengths = np.ceil(characters * tokens_per_character).astype(np.int64)
+    lengths[sample] = measured
+    return lengths
+
+
+def fitting_bucket(lengths_per_axis, boundaries_per_axis):
+    """The first bucket that fits every example of a batch on every axis, in
+    graph ops: `lengths_per_axis` are the examples' real lengths (tensors),
+    `boundaries_per_axis` the bucket lengths.
+
+    >>> int(fitting_bucket([[5, 9]], [(8, 16, 32)]))
+    1
+    """
+    ids = [tf.searchsorted(tf.constant(b, tf.int32),
+                           tf.minimum(tf.reduce_max(tf.cast(n, tf.int32)), b[-1])[None])[0]
+           for n, b in zip(lengths_per_axis, boundaries_per_axis)]
+    return tf.cast(tf.reduce_max(tf.stack(ids)), tf.int32)
 
 
 def auto_boundaries(lengths, maximum, max_buckets=8, multiple=8):
     """Up to `max_buckets` lengths from the quantiles of `lengths`, the last `maximum`.
 
-    Each boundary is rounded up to a multiple of `multiple` (friendlier to
-    matrix units) and capped at `maximum`.
+    The quantiles are evenly spaced up to the longest length, so only
+    examples longer than all of `lengths` (none, unless they are a sample)
+    are padded to `maximum`. Each boundary is rounded up to a multiple of
+    `multiple` (friendlier to matrix units) and capped at `maximum`.
     """
     lengths = np.asarray(lengths)
-    quantiles = np.quantile(lengths, np.arange(1, max_buckets) / max_buckets)
+    levels = np.arange(1, max_buckets) / max(max_buckets - 1, 1)
+    quantiles = np.quantile(lengths, levels)
     rounded = {min(maximum, int(np.ceil(max(q, 1) / multiple) * multiple)) for q in quantiles}
     return tuple(sorted(rounded | {maximum}))
 

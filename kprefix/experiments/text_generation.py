@@ -16,7 +16,8 @@ from absl import app
 
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
-from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_buckets
+from kprefix.data.length_buckets import (bucket_ids, epoch_batches, estimated_lengths,
+                                         fitting_bucket, length_sample, parse_length_buckets)
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
@@ -78,8 +79,8 @@ def reference_framing(config):
 def _training_batches(config, tokenizer, examples, log=print):
     """`(make_epoch, steps)`: each epoch's batches, padded per length bucket
     (`--length_buckets`, see `kprefix.data.length_buckets`)."""
-    sources, targets = zip(*nlg.training_pairs(examples))
-    sources, targets = tf.constant(sources), tf.constant(targets)
+    source_texts, target_texts = zip(*nlg.training_pairs(examples))
+    sources, targets = tf.constant(source_texts), tf.constant(target_texts)
     steps = num_batches(len(sources), config.batch_size, config.drop_remainder)
     if steps == 0:
         raise app.UsageError(f"--batch_size={config.batch_size} exceeds the {len(sources)} "
@@ -96,14 +97,16 @@ def _training_batches(config, tokenizer, examples, log=print):
         # Buckets pad the encoder and the decoder, each to its own lengths.
         maxima = [config.source_length, config.target_length]
         features = seq2seq_features(tokenizer, config.source_length, config.target_length)
-    boundaries, buckets = _length_buckets(config, features, sources, targets, maxima)
+    boundaries, buckets = _length_buckets(config, features, source_texts, target_texts, maxima)
     log(f"Length buckets: {', '.join('x'.join(map(str, shape)) for shape in zip(*boundaries))} "
         "tokens.")
     bucket_lengths = tf.constant(boundaries, tf.int32)  # [axes, buckets]
     token_mean = resolve_text_loss(config.text_loss, config.task) == "token_mean"
 
-    def batch_features(indices, bucket):
+    def batch_features(indices, _):
         x, labels, weights = features(tf.gather(sources, indices), tf.gather(targets, indices))
+        # The batch's bucket from its tokens: the grouping's may be an estimate.
+        bucket = fitting_bucket(real_lengths(x), boundaries)
         return crop_features(x, labels, weights, tf.unstack(bucket_lengths[:, bucket]))
 
     def make_epoch(epoch):
@@ -121,17 +124,21 @@ def _training_batches(config, tokenizer, examples, log=print):
 
 def _length_buckets(config, features, sources, targets, maxima):
     """`(boundaries, bucket_of_example)`: the bucket lengths of each padded axis
-    and each training example's bucket. Measuring the examples tokenizes the
-    training set once; `--length_buckets=none` skips that."""
+    and each training example's bucket for grouping. Only a fixed sample of
+    the examples is tokenized (`length_sample`); the others' buckets come
+    from their character counts (`estimated_lengths`). `--length_buckets=none`
+    tokenizes nothing."""
     if config.length_buckets == "none":
         return [[maximum] for maximum in maxima], np.zeros(len(sources), np.int32)
-    measured = (tf.data.Dataset.from_tensor_slices((sources, targets)).batch(1024)
-                .map(lambda s, t: tuple(real_lengths(features(s, t)[0])),
-                     num_parallel_calls=tf.data.AUTOTUNE))
-    lengths = [np.concatenate(axis) for axis in zip(*measured.as_numpy_iterator())]
+    sample = length_sample(len(sources))
+    sampled = tf.data.Dataset.from_tensor_slices(
+        (tf.constant([sources[i] for i in sample]), tf.constant([targets[i] for i in sample])))
+    measured = sampled.batch(1024).map(lambda s, t: tuple(real_lengths(features(s, t)[0])),
+                                       num_parallel_calls=tf.data.AUTOTUNE)
+    measured = [np.concatenate(axis) for axis in zip(*measured.as_numpy_iterator())]
     try:
         boundaries = [parse_length_buckets(config.length_buckets, axis_lengths, maximum)
-                      for axis_lengths, maximum in zip(lengths, maxima)]
+                      for axis_lengths, maximum in zip(measured, maxima)]
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     if len(maxima) > 1:
@@ -141,6 +148,11 @@ def _length_buckets(config, features, sources, targets, maxima):
         # Bucket i pads each axis to its i-th length: the shorter list repeats its first.
         count = max(len(b) for b in boundaries)
         boundaries = [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries]
+    source_characters, target_characters = (np.array([len(text) for text in texts])
+                                            for texts in (sources, targets))
+    characters = ([source_characters + target_characters] if len(maxima) == 1
+                  else [source_characters, target_characters])
+    lengths = [estimated_lengths(c, sample, m) for c, m in zip(characters, measured)]
     return boundaries, bucket_ids(lengths, boundaries)
 
 

@@ -218,9 +218,9 @@ class RunConfig:
         "--task.", choices=("auto",) + TEXT_LOSSES)
     length_buckets: str = option(
         "auto", "Text: pad each training batch to the smallest of a few lengths that fits it "
-        "(one compiled shape per bucket). 'auto': up to 8 from the training data's length "
-        "quantiles; 'none': always the full --source_length/--target_length; or lengths like "
-        "32,64,128 (BART: encoder lengths).")
+        "(one compiled shape per bucket). 'auto': up to 8 from the length quantiles of a fixed "
+        "sample of 2,000 training examples; 'none': always the full "
+        "--source_length/--target_length; or lengths like 32,64,128 (BART: encoder lengths).")
     clip_norm: float = option(
         0.0, "Clip all gradients together to this global norm (torch clip_grad_norm_); 0: off.",
         minimum=0)

@@ -24,11 +24,14 @@ import keras
 import keras_hub
 
 from kprefix.tasks.prefixed import PrefixedKerasHubTask
+from kprefix.tasks.target_logits import TargetLogitsTraining
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
-class PrefixGPT2CausalLM(PrefixedKerasHubTask, keras_hub.models.GPT2CausalLM):
-    """`GPT2CausalLM` with prefixes in its decoder self-attention."""
+class PrefixGPT2CausalLM(TargetLogitsTraining, PrefixedKerasHubTask,
+                         keras_hub.models.GPT2CausalLM):
+    """`GPT2CausalLM` with prefixes in its decoder self-attention; trained with
+    logits only at the target positions (`kprefix.tasks.target_logits`)."""
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
