@@ -114,7 +114,7 @@ def test_text_signature_declares_a_batch_of_strings(tmp_path):
 
 
 def test_a_model_with_a_non_finite_weight_is_not_exported(tmp_path):
-    from kprefix.checkpoints import NonFiniteState
+    from kprefix.runs.checkpoints import NonFiniteState
 
     model = image_classifier("deep_share")
     head = model.trainable_weights[-1]
