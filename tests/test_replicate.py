@@ -176,6 +176,13 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
     curve = results["vision_pretraining"]["loss_curve"]
     assert curve[-1]["step"] == 20 and all(math.isfinite(p["loss"]) for p in curve)
     assert set(results["sample_efficiency"]["count"]["deep_share-deep"]) == {"100", "1000"}
+    assert results["sample_efficiency_design"] == {
+        "seeds_by_size": {"100": [42, 44]}, "schedule_by_size": {"100": {}},
+        "matched_steps": False}
+    assert results["sample_efficiency_gaps"] == []  # No-share is not among its variants
+    selection = results["selection"]["count"]["deep_share-deep"]
+    assert selection["grid"] == {"learning_rates": [1.0], "weight_decays": [0.0]}
+    assert selection["at_grid_edge"] is False and selection["grid_extensions"] == 0
     assert os.path.getsize(os.path.join(out, "sample_efficiency.png")) > 1000
     markdown = open(os.path.join(out, "results.md")).read()
     assert "deep_share-deep" in markdown and "95% CI" in markdown

@@ -70,6 +70,31 @@ def test_byte_pair_encoding_matches_textbook_merges_and_round_trips():
         learn_byte_pair_encoding(texts, 100)
 
 
+def test_pretraining_windows_frame_texts_as_e2e_frames_its_targets():
+    # E2E prompts end with the end token and targets are ' text ' then the end
+    # token; bare pretraining texts taught that a word without its leading
+    # space follows the end token, the opposite of what E2E asks.
+    import tensorflow as tf
+
+    from kprefix.replicate.pretrain_text import token_windows
+    from kprefix.tasks.text_features import causal_lm_features
+
+    texts = ["The Eagle is a cheap pub.", "Near the river, it serves sushi."]
+    tokenizer = gpt2_tokenizer(*learn_byte_pair_encoding(texts * 3, 300))
+    end = tokenizer.end_token_id
+    features = tf.function(lambda source, target: causal_lm_features(
+        tokenizer, source, target, 64, reference_framing=True))
+    expected = []
+    for text in texts:
+        _, labels, weights = features(tf.constant(["name : Eagle"]), tf.constant([text]))
+        # The weighted labels are the target and its end token, as generated after the prompt.
+        expected += np.asarray(labels)[0][np.asarray(weights)[0] > 0].tolist()
+    assert expected.count(end) == 2 and expected[-1] == end
+    windows = token_windows(tokenizer, texts * 2, len(expected) - 1)
+    assert windows.shape == (2, len(expected))
+    assert windows.tolist() == [expected, expected]
+
+
 def test_e2e_fractions_schedule_about_the_same_number_of_steps():
     references = [3] * 4000 + [10] * 862
     inputs, pairs = training_subset(0.01, references)

@@ -10,9 +10,13 @@
    source task) runs Deep-share, Simple-share and No-share, SHALLOW and DEEP,
    and the linear probe (`--method=linear`), each through
    `python -m kprefix.launch --backbone=<preset dir>`: a learning rate x weight
-   decay grid selected on validation, then every seed on the test split; the
-   linear probe also runs on the random-weight preset (does pretraining transfer?);
-3. reruns chosen variants on fewer training examples (sample efficiency);
+   decay grid selected on validation (extended past an edge the selection lands
+   on, `--grid_extensions` times at most), then every seed on the test split;
+   the linear probe also runs on the random-weight preset (does pretraining
+   transfer?);
+3. reruns chosen variants on fewer training examples, with as many optimizer
+   steps, and reports the paired Deep-share minus No-share gap per size and
+   its trend (`kprefix.replicate.sample_efficiency`);
 4. the language half (`--text_pretrain_steps` > 0): pretrains a small GPT-2
    on the offline text of the shared data folder except E2E (WebNLG
    lexicalisations, XSUM articles and summaries) and saves it, with its
@@ -57,13 +61,26 @@ flags.DEFINE_list("learning_rates", ["0.5", "2"], "Grid of base learning rates."
 flags.DEFINE_list("weight_decays", ["0", "0.001"], "Grid of weight decays.")
 flags.DEFINE_list("seeds", ["42", "44", "82", "100", "800"], "Seeds of the final runs.")
 flags.DEFINE_integer("grid_seed", 42, "Seed of the grid runs.")
-flags.DEFINE_list("sample_efficiency_sizes", ["100", "300"],
+flags.DEFINE_integer("grid_extensions", 2,
+                     "Times a selection on an edge of the learning-rate or weight-decay grid "
+                     "adds the next value beyond that edge and runs it (0: never).",
+                     lower_bound=0)
+flags.DEFINE_list("sample_efficiency_sizes", ["50", "100", "200", "400", "800"],
                   "Training-set sizes (besides the full 1,000) of the sample-efficiency runs; "
                   "empty: none.")
-flags.DEFINE_list("sample_efficiency_tasks", ["count", "orientation"],
+flags.DEFINE_list("sample_efficiency_tasks", ["location_x", "location_y"],
                   "Tasks of the sample-efficiency runs.")
-flags.DEFINE_list("sample_efficiency_variants", ["deep_share-deep", "no_share-deep", "linear"],
+flags.DEFINE_list("sample_efficiency_variants", ["deep_share-deep", "no_share-deep"],
                   "Variants of the sample-efficiency runs (with their selected hyperparameters).")
+flags.DEFINE_list("sample_efficiency_seeds", [],
+                  "Seeds of the sample-efficiency runs (empty: --seeds).")
+flags.DEFINE_list("sample_efficiency_seed_counts", [],
+                  "How many of --sample_efficiency_seeds (the first ones) each size runs, one "
+                  "count per --sample_efficiency_sizes entry (empty: all at every size).")
+flags.DEFINE_bool("sample_efficiency_matched_steps", True,
+                  "Each smaller training set trains about the optimizer steps of the "
+                  "1,000-example runs (epochs and warm-up epochs scaled up); else the launch "
+                  "flags' epochs.")
 flags.DEFINE_multi_string("launch_flag", [],
                           "A --name=value flag every downstream launch gets (repeatable), "
                           "e.g. --launch_flag=--epochs=20.")
@@ -169,13 +186,15 @@ class VisionPlan:
     by_name: dict
     sizes: list  # the sample-efficiency training-set sizes
     protocol: object  # comparison.Protocol
+    seeds_by_size: dict = None  # sample-efficiency size -> its seeds
+    schedules: dict = None  # sample-efficiency size -> extra launch flags (matched steps)
 
 
 def _vision_plan():
     """Checks the vision flags; raises `app.UsageError` naming the first bad one."""
     from kprefix import sweep
     from kprefix.data.synthetic_images import MINIVTAB_CLASSES
-    from kprefix.replicate import comparison
+    from kprefix.replicate import comparison, sample_efficiency
 
     unknown = [t for t in FLAGS.tasks if t not in MINIVTAB_CLASSES]
     _usage(unknown, f"--tasks: unknown {unknown}; use {', '.join(MINIVTAB_CLASSES)}.")
@@ -194,10 +213,47 @@ def _vision_plan():
         weight_decays=tuple(sweep.parse_numbers(FLAGS.weight_decays, "weight_decays")),
         seeds=tuple(int(s) for s in sweep.parse_numbers(FLAGS.seeds, "seeds")),
         grid_seed=FLAGS.grid_seed,
-        launch_args=("--task=image_classification", "--noexport", *FLAGS.launch_flag))
+        launch_args=("--task=image_classification", "--noexport", *FLAGS.launch_flag),
+        grid_extensions=FLAGS.grid_extensions)
+    seeds = ([int(s) for s in sweep.parse_numbers(FLAGS.sample_efficiency_seeds,
+                                                  "sample_efficiency_seeds")]
+             if FLAGS.sample_efficiency_seeds else list(protocol.seeds))
+    counts = ([int(c) for c in sweep.parse_numbers(FLAGS.sample_efficiency_seed_counts,
+                                                   "sample_efficiency_seed_counts")]
+              if FLAGS.sample_efficiency_seed_counts else [])
+    try:
+        by_size = sample_efficiency.seeds_by_size(sizes, seeds, counts)
+        schedules = {size: _matched_schedule(size) if FLAGS.sample_efficiency_matched_steps
+                     else {} for size in sizes}
+    except ValueError as error:
+        raise app.UsageError(f"--sample_efficiency_*: {error}") from None
     chosen = [by_name[n] for n in names]
     rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
-    return VisionPlan(names, rows, by_name, sizes, protocol)
+    return VisionPlan(names, rows, by_name, sizes, protocol, by_size, schedules)
+
+
+def _launch_flag(name):
+    """The value the last `--launch_flag=--<name>=<value>` sets, or None."""
+    values = [flag.split("=", 1)[1] for flag in FLAGS.launch_flag
+              if flag.startswith(f"--{name}=")]
+    return values[-1] if values else None
+
+
+def _matched_schedule(size):
+    """Launch flags that train `size` examples about as many steps as the full runs."""
+    from kprefix.replicate import sample_efficiency
+
+    epochs, batch_size = _launch_flag("epochs"), _launch_flag("batch_size")
+    _usage(epochs is None or batch_size is None,
+           "--sample_efficiency_matched_steps needs --launch_flag=--epochs=N and "
+           "--launch_flag=--batch_size=N (or --nosample_efficiency_matched_steps).")
+    warmup = _launch_flag("warmup_epochs")
+    schedule = sample_efficiency.matched_schedule(
+        size, sample_efficiency.FULL_SIZE, int(batch_size), int(epochs),
+        0 if warmup is None else int(warmup))
+    if warmup is None:
+        del schedule["warmup_epochs"]  # the launch's own default warm-up stays
+    return schedule
 
 
 def _pretrain_vision():
@@ -266,7 +322,9 @@ def _transfer(vision, tasks):
 
 
 def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
-    """Seed runs of the chosen variants on fewer examples, with their selected settings."""
+    """Seed runs of the chosen variants on fewer examples, with their selected settings
+    (see `kprefix.replicate.sample_efficiency`); returns task -> variant -> size label
+    -> summary, the 1,000-example runs included."""
     from kprefix import sweep
     from kprefix.replicate import comparison, results
 
@@ -280,8 +338,10 @@ def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
             for size in vision.sizes:
                 plan = sweep.SplitPlan("train800", "val200", f"train{size}", "test")
                 exp_dir = os.path.join(runs_dir, task, name, f"train{size}")
-                efficiency_runs[task, name, size] = sweep.final_runs(exp_dir, plan, best,
-                                                                     vision.protocol.seeds)
+                schedule = tuple((k, str(v)) for k, v in vision.schedules[size].items())
+                efficiency_runs[task, name, size] = [
+                    dataclasses.replace(run, flags=(*run.flags, *schedule))
+                    for run in sweep.final_runs(exp_dir, plan, best, vision.seeds_by_size[size])]
     pool.map(lambda key: pool.run_all(efficiency_runs[key], comparison.variant_launch_args(
         vision.protocol, vision.by_name[key[1]], key[0], presets)), list(efficiency_runs))
     sample_efficiency = {}
@@ -291,6 +351,16 @@ def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
         by_size[str(size)] = results.finite_summary(
             [comparison.final_accuracy(run) for run in finals])
     return sample_efficiency
+
+
+def _sample_efficiency_gaps(sample_efficiency):
+    """Deep-share minus No-share per size and its trend, per task and placement."""
+    from kprefix.replicate.results import PLACEMENTS
+    from kprefix.replicate.sample_efficiency import gap_by_size
+
+    gaps = [gap_by_size(sample_efficiency, task, placement)
+            for task in sample_efficiency for placement in PLACEMENTS]
+    return [gap for gap in gaps if gap is not None]
 
 
 def _record_timings(started, runs_started, parallel):
@@ -325,6 +395,11 @@ def _write_results(vision, tasks, selections, sample_efficiency, text, pretraini
         "presets": presets,
         "sample_efficiency": sample_efficiency,
         "sample_efficiency_sizes": sizes,
+        "sample_efficiency_design": {
+            "seeds_by_size": {str(n): seeds for n, seeds in vision.seeds_by_size.items()},
+            "schedule_by_size": {str(n): schedule for n, schedule in vision.schedules.items()},
+            "matched_steps": FLAGS.sample_efficiency_matched_steps},
+        "sample_efficiency_gaps": _sample_efficiency_gaps(sample_efficiency),
         "timings": timings,
         "text": text,
         "notes": [],

@@ -3,7 +3,9 @@
 Every run is `python -m kprefix.launch` with `--backbone=<preset dir>` in its
 own workdir, through the sweep's run plan and selection rule
 (`kprefix.sweep`): grid `train800 -> val200` with one seed, selection on
-validation accuracy, then the seeds `train800val200 -> test`. A run whose
+validation accuracy, then the seeds `train800val200 -> test`. A selection on
+an edge of the grid adds the next value beyond that edge and runs it, up to
+`Protocol.grid_extensions` times (`kprefix.replicate.grid_extension`). A run whose
 `results.json` exists is skipped, so a restarted replication goes on where
 it stopped. Layout:
 
@@ -24,6 +26,7 @@ import json
 import os
 
 from kprefix import sweep
+from kprefix.replicate import grid_extension
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Protocol:
     seeds: tuple
     grid_seed: int
     launch_args: tuple  # --name=value flags every launch gets
+    grid_extensions: int = 0  # times a selection on a grid edge extends the grid
 
 
 def variant_launch_args(protocol, variant, task, presets):
@@ -62,24 +66,51 @@ def variant_launch_args(protocol, variant, task, presets):
 
 
 def run_variant(runs_dir, task, variant, protocol, presets, pool):
-    """Grid, selection and seed runs of one (task, variant) through `pool` (a
-    `LaunchPool`); returns the per-seed test accuracies and the selection."""
+    """Grid (extended past the edges its selection lands on), selection and seed runs
+    of one (task, variant) through `pool` (a `LaunchPool`); returns the per-seed test
+    accuracies, the selection and the grid that ran."""
     exp_dir = os.path.join(runs_dir, task, variant.name)
     plan = sweep.SPLIT_PLANS["minivtab"]
     args = variant_launch_args(protocol, variant, task, presets)
-    grid = sweep.grid_runs(exp_dir, plan, protocol.learning_rates, protocol.weight_decays,
-                           protocol.grid_seed)
-    pool.run_all(grid, args)
-    results = sweep.read_grid_results(grid)
-    best = sweep.select_best(results)
-    sweep.write_selection(exp_dir, best, results)
+    best, grid = select_with_extensions(
+        exp_dir, plan, protocol, lambda runs: pool.run_all(runs, args))
     finals = sweep.final_runs(exp_dir, plan, best, protocol.seeds)
     pool.run_all(finals, args)
     accuracies = [final_accuracy(run) for run in finals]
     return {"test_accuracy": accuracies, "seeds": list(protocol.seeds),
             "learning_rate": best.learning_rate, "weight_decay": best.weight_decay,
-            "validation_accuracy": best.accuracy,
+            "validation_accuracy": best.accuracy, **grid,
             "train_seconds": [_read(run).get("train_seconds") for run in finals]}
+
+
+def select_with_extensions(exp_dir, plan, protocol, run_all):
+    """Runs the grid (`run_all(runs)` runs a list), selects on validation and, while
+    the selection lies on a grid edge and extensions are left, runs the grid extended
+    past it; writes `selection.json` and returns `(best, grid)`, `grid` holding the
+    values that ran, the extensions made, every point's validation accuracy,
+    the edges the selection still lies on and `at_grid_edge`."""
+    learning_rates, weight_decays = list(protocol.learning_rates), list(protocol.weight_decays)
+    extensions = 0
+    while True:
+        runs = sweep.grid_runs(exp_dir, plan, learning_rates, weight_decays, protocol.grid_seed)
+        run_all(runs)
+        results = sweep.read_grid_results(runs)
+        best = sweep.select_best(results)
+        on_edges = grid_extension.edges(learning_rates, weight_decays, best.learning_rate,
+                                        best.weight_decay)
+        if not on_edges or extensions >= protocol.grid_extensions:
+            break
+        learning_rates, weight_decays = grid_extension.extend_grid(
+            learning_rates, weight_decays, best.learning_rate, best.weight_decay)
+        extensions += 1
+    sweep.write_selection(exp_dir, best, results)
+    return best, {"grid": {"learning_rates": sorted(learning_rates),
+                           "weight_decays": sorted(weight_decays)},
+                  "grid_extensions": extensions,
+                  "grid_results": [{"learning_rate": r.learning_rate,
+                                    "weight_decay": r.weight_decay,
+                                    "validation_accuracy": r.accuracy} for r in results],
+                  "edges": on_edges, "at_grid_edge": bool(on_edges)}
 
 
 def _read(run):

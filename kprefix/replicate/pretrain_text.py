@@ -8,7 +8,8 @@ text that equals an E2E training, validation or test reference is dropped
 (and counted), so no E2E sentence is ever seen in pretraining. A byte-level
 BPE vocabulary is learnt from the corpus (the GPT-2 vocabulary cannot be
 downloaded offline; `kprefix.replicate.byte_pair_encoding`), the texts are
-tokenized, joined with `<|endoftext|>` and cut into fixed-length windows, and
+framed as E2E frames its targets (`" text "`), tokenized, joined with
+`<|endoftext|>` and cut into fixed-length windows, and
 the GPT-2 is trained on next-token prediction with AdamW. 2% of the texts are
 held out to measure the loss of the pretrained and of the random weights.
 
@@ -141,14 +142,22 @@ def build_gpt2(config, vocabulary_size):
 
 
 def token_windows(tokenizer, texts, sequence_length):
-    """The texts tokenized, each followed by `<|endoftext|>`, joined and cut into
-    `(windows, sequence_length + 1)` int32 rows (the tail that does not fill a row is dropped)."""
+    """The texts tokenized as E2E frames a target (`" text "`, see
+    `kprefix.tasks.text_features`), each followed by `<|endoftext|>`, joined and cut
+    into `(windows, sequence_length + 1)` int32 rows (the tail that does not fill a
+    row is dropped).
+
+    E2E puts a target's first word, with its leading space, right after the
+    prompt's end token; bare texts teach that a word without its space follows
+    the end token (after an E2E prompt: "The" far likelier than " The").
+    """
     import tensorflow as tf
 
     end = tokenizer.end_token_id
     stream = []
     for start in range(0, len(texts), 4096):
-        for ids in tokenizer(tf.constant(texts[start:start + 4096])):
+        framed = [f" {text} " for text in texts[start:start + 4096]]
+        for ids in tokenizer(tf.constant(framed)):
             stream += [*np.asarray(ids).tolist(), end]
     stream = np.asarray(stream, "int32")
     rows = len(stream) // (sequence_length + 1)

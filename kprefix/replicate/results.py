@@ -3,8 +3,10 @@
 `results.json` holds, for every task and variant, the summary of the
 per-seed test accuracies (`mean`, `std`, `ci95`, `values`, see
 `kprefix.replicate.statistics`), the seeds and the selected
-hyperparameters; `comparisons` holds Deep-share minus No-share per task and
-placement, paired per seed. `text` holds the same for E2E (per-seed test
+hyperparameters with the grid that ran and whether the selection is still
+on its edge (`selection`); `comparisons` holds Deep-share minus No-share per
+task and placement, paired per seed; `sample_efficiency_gaps` the same gap
+per training-set size and its trend with size. `text` holds the same for E2E (per-seed test
 BLEU by training fraction, `text.variants`), its comparisons per fraction and
 the GPT-2 pretraining (corpus, loss curve).
 
@@ -115,6 +117,7 @@ def write_results(output_dir, payload):
         lines.append("")
     lines += ["## Deep-share vs No-share", ""]
     lines += [f"- {row['sentence']}" for row in payload["comparisons"]]
+    lines += _grid_lines(payload.get("selection") or {})
     if payload.get("sample_efficiency"):
         lines += ["", "## Sample efficiency", "",
                   f"Test accuracy against training examples: `{payload['plot']}`.", "",
@@ -125,10 +128,60 @@ def write_results(output_dir, payload):
             for name, by_size in variants_by_size.items():
                 lines.append(f"| {task} | {name} | " + " | ".join(
                     _cell(by_size.get(str(n))) for n in payload["sample_efficiency_sizes"]) + " |")
+    lines += _gap_lines(payload.get("sample_efficiency_gaps") or [])
     lines += _text_lines(payload.get("text") or {})
     for note in payload.get("notes", []):
         lines += ["", note]
     files.write_text(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
+
+
+def _grid_lines(selection):
+    """Per task and variant: the selected learning rate and weight decay, the grid
+    that ran and whether the selection is still on its edge."""
+    rows = [(task, name, chosen) for task, by_variant in selection.items()
+            for name, chosen in by_variant.items() if "grid" in chosen]
+    if not rows:
+        return []
+    still = [f"{task} {name} ({', '.join(chosen['edges'])})" for task, name, chosen in rows
+             if chosen["at_grid_edge"]]
+    lines = ["", "## Hyperparameter selection", "",
+             "Selected on validation accuracy; a selection on a grid edge extends the grid "
+             "past it. Still on an edge after the allowed extensions: "
+             + ("; ".join(still) if still else "none") + ".", "",
+             "| task | variant | learning rate | weight decay | learning rates run | "
+             "weight decays run | extensions | at grid edge |", "|---" * 8 + "|"]
+    for task, name, chosen in rows:
+        grid = chosen["grid"]
+        lines.append(f"| {task} | {name} | {chosen['learning_rate']:g} | "
+                     f"{chosen['weight_decay']:g} | "
+                     f"{', '.join(f'{v:g}' for v in grid['learning_rates'])} | "
+                     f"{', '.join(f'{v:g}' for v in grid['weight_decays'])} | "
+                     f"{chosen['grid_extensions']} | {'yes' if chosen['at_grid_edge'] else 'no'} |")
+    return lines
+
+
+def _difference_cell(difference):
+    low, high = difference["ci95"]
+    return (f"{difference['mean'] * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}] "
+            f"({difference['n']})")
+
+
+def _gap_lines(gaps):
+    """Deep-share minus No-share per training-set size, paired per seed, and its trend."""
+    if not gaps:
+        return []
+    sizes = sorted({label for gap in gaps for label in gap["by_size"]}, key=int)
+    lines = ["", "### Deep-share minus No-share by training-set size", "",
+             "Test accuracy points, paired per seed: mean [95% CI] (seeds).", "",
+             "| task | placement | " + " | ".join(f"{n} examples" for n in sizes) + " |",
+             "|---|---" + "|---" * len(sizes) + "|"]
+    for gap in gaps:
+        lines.append(f"| {gap['task']} | {gap['placement'].upper()} | " + " | ".join(
+            _difference_cell(gap["by_size"][n]) if n in gap["by_size"] else "n/a"
+            for n in sizes) + " |")
+    lines += ["", "Trend of the per-seed gap on log2(training examples):", ""]
+    lines += [f"- {gap['sentence']}" for gap in gaps]
+    return lines
 
 
 def _text_lines(text):

@@ -9,6 +9,9 @@ Example:
 >>> difference = paired_difference([0.9, 0.8, 0.7], [0.8, 0.8, 0.6])
 >>> round(difference["mean"], 3), difference["paired"]
 (0.067, True)
+>>> trend = log_size_trend([50, 50, 100, 100, 200, 200], [0.08, 0.06, 0.05, 0.03, 0.02, 0.0])
+>>> round(trend["slope_per_doubling"], 3), [round(x, 3) for x in trend["ci95"]]
+(-0.03, [-0.047, -0.013])
 """
 
 import math
@@ -73,3 +76,32 @@ def verdict(difference, better, worse, where):
     else:
         outcome = f"{better} does not significantly differ from {worse}"
     return f"{where}: {outcome} ({interval})."
+
+
+def log_size_trend(sizes, differences):
+    """Least-squares line of per-seed `differences` on log2 of their training-set `sizes`:
+    `{"slope_per_doubling", "ci95", "intercept_at_one", "n", "sizes"}`.
+
+    The slope is how much the difference changes when the data doubles; its
+    95% interval is Student t with n - 2 degrees of freedom on the usual
+    standard error of an ordinary least-squares slope. A negative slope whose
+    interval excludes zero says the difference grows as data shrinks.
+    """
+    x = np.log2(np.asarray(sizes, dtype="float64"))
+    y = np.asarray(differences, dtype="float64")
+    if x.shape != y.shape or len(x) < 3:
+        raise ValueError(f"Need as many sizes as differences, at least 3 (got {len(x)} sizes "
+                         f"and {len(y)} differences).")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"Cannot fit {y.tolist()}: every difference must be a finite number.")
+    spread = np.sum((x - x.mean()) ** 2)
+    if spread == 0:
+        raise ValueError("Every difference comes from one size: no trend can be fitted.")
+    slope = float(np.sum((x - x.mean()) * (y - y.mean())) / spread)
+    intercept = float(y.mean() - slope * x.mean())
+    residuals = y - (intercept + slope * x)
+    standard_error = math.sqrt(float(np.sum(residuals ** 2)) / (len(x) - 2) / spread)
+    half = _t_quantile(len(x) - 2) * standard_error
+    return {"slope_per_doubling": slope, "ci95": [slope - half, slope + half],
+            "standard_error": standard_error, "intercept_at_one": intercept, "n": len(x),
+            "sizes": sorted({int(s) for s in sizes})}
