@@ -29,14 +29,18 @@ def test_public_api_imports_lazily():
     import subprocess
     import sys
 
+    # Configurations load without TensorFlow; the models load it when first named.
     code = ("import sys, kprefix; assert 'tensorflow' not in sys.modules; "
+            "from kprefix import DecodingSettings, MethodConfig, RunConfig; "
+            "RunConfig(method=MethodConfig('lora')); "
+            "assert 'tensorflow' not in sys.modules; "
             "from kprefix import (PrefixConfig, PrefixTuning, PrefixImageClassifier, "
             "PrefixGPT2CausalLM, PrefixBartSeq2SeqLM, build_backbone); "
             "from kprefix.tasks import PrefixImageClassifier as direct; "
             "assert PrefixImageClassifier is direct and callable(build_backbone); "
             "assert sorted(kprefix.__all__) == sorted(['PrefixConfig', 'PrefixTuning', "
             "'PrefixImageClassifier', 'PrefixGPT2CausalLM', 'PrefixBartSeq2SeqLM', "
-            "'build_backbone'])")
+            "'build_backbone', 'MethodConfig', 'RunConfig', 'DecodingSettings', 'run'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=os.path.join(os.path.dirname(__file__), ".."))
     assert result.returncode == 0, result.stderr[-2000:]
