@@ -90,6 +90,9 @@ def test_a_config_holds_every_launch_flag_under_its_name():
 def test_a_bad_setting_is_refused_when_the_config_is_built(settings, message):
     with pytest.raises(ValueError, match=message):
         RunConfig(**settings)
+
+
+def test_decoding_settings_refuse_a_minimum_above_the_maximum():
     with pytest.raises(ValueError, match="--min_new_tokens=9 exceeds"):
         kprefix.DecodingSettings(min_new_tokens=9, max_new_tokens=8)
 

@@ -33,7 +33,7 @@ HELP_FLAGS = ("help", "helpfull", "helpshort", "h", "?")
 _GROUPS: Dict[str, List[Tuple[str, frozenset]]] = {}
 
 
-def _module_key(module: str) -> str:
+def module_key(module: str) -> str:
     """The name absl files a module's flags under (the script path for `__main__`)."""
     return sys.argv[0] if module == "__main__" else module
 
@@ -41,7 +41,7 @@ def _module_key(module: str) -> str:
 def group(title: str, flag_values=flags.FLAGS, module: Optional[str] = None) -> None:
     """Starts a help group: flags the calling module defines next are listed under `title`."""
     module = module or sys._getframe(1).f_globals["__name__"]
-    _GROUPS.setdefault(_module_key(module), []).append((title, frozenset(flag_values)))
+    _GROUPS.setdefault(module_key(module), []).append((title, frozenset(flag_values)))
 
 
 def requested_help(argv) -> Optional[str]:
@@ -83,7 +83,7 @@ def _grouped(module_key, module_flags) -> List[str]:
 def render_help(module: str, flag_values=flags.FLAGS, full: bool = True,
                 title: str = "") -> str:
     """Help text: `module`'s flags by group, other kprefix flags, then (full) the rest."""
-    key = _module_key(module)
+    key = module_key(module)
     by_module = flag_values.flags_by_module_dict()
     lines = [title.rstrip(), ""] if title else []
     lines += _grouped(key, by_module.get(key, []))

@@ -57,7 +57,6 @@ def define_flags(record_class, flag_values=flags.FLAGS, flag_prefix="", module_n
     `module_name` owns the flags (default: the calling module), for `--help`.
     """
     module_name = module_name or sys._getframe(1).f_globals["__name__"]
-    owner = sys.argv[0] if module_name == "__main__" else module_name
     for name, field, _, group in flagged_fields(record_class, flag_prefix):
         if group:
             grouped_help.group(group, flag_values, module=module_name)
@@ -69,7 +68,7 @@ def define_flags(record_class, flag_values=flags.FLAGS, flag_prefix="", module_n
         if field.metadata.get("parse") is not None and not isinstance(default, (str, type(None))):
             raise TypeError(f"{record_class.__name__}.{field.name}: a parsed flag needs a "
                             "text default.")
-        common = dict(flag_values=flag_values, module_name=owner)
+        common = dict(flag_values=flag_values, module_name=grouped_help.module_key(module_name))
         kind = _field_type(field)
         if field.metadata.get("choices") is not None:
             flags.DEFINE_enum(name, default, [str(c) for c in field.metadata["choices"]],

@@ -18,7 +18,6 @@ Example (the Python entry point; see `run`):
 
 import importlib
 import os
-import sys
 
 from absl import app
 
@@ -135,5 +134,4 @@ def _train_and_record(config, role, train_evaluate_export, verbose, config_name)
             + (f"  SavedModel:  {results['export_dir']}\n" if "export_dir" in results else ""),
             flush=True,
         )
-    sys.stdout.flush()
     return results
