@@ -20,8 +20,9 @@ so sequences have realistic lengths (about 60 tokens).
 The sides train as their users do:
 
 - kprefix: length buckets (`--length_buckets=auto`) and, in the same
-  rounds, one fixed shape (`none`: every batch padded to 128 + 128 tokens);
-  the loss is the authors' per-sequence sum (`--text_loss=sequence_sum`).
+  rounds but its own process, one fixed shape (`none`: every batch padded to
+  128 + 128 tokens), so that each configuration's memory is its own; the
+  loss is the authors' per-sequence sum (`--text_loss=sequence_sum`).
 - PEFT (`prefix_projection=True`): each batch padded to its longest example,
   the loss on the target tokens, in a random order and with Hugging Face's
   length grouping (`group_by_length=True`: megabatches of 50 batches sorted
@@ -84,7 +85,9 @@ SOURCE_LENGTH = TARGET_LENGTH = 128  # configs/nlg/table_to_text.cfg
 # kprefix's built-in gpt2_small_random (as benchmarks/peer_peft.py), without dropout.
 GPT2_SMALL = dict(vocabulary_size=50257, num_layers=12, num_heads=12, hidden_dim=768,
                   intermediate_dim=3072, max_sequence_length=1024, dropout=0.0)
-UNITS = {"kprefix": ("bucketed", "fixed", "decode"), "peft": ("random", "grouped", "decode")}
+# Each side is one process; kprefix's fixed-shape training runs in its own.
+UNITS = {"kprefix": ("bucketed", "decode"), "kprefix_fixed": ("fixed",),
+         "peft": ("random", "grouped", "decode")}
 BEAMS = 5
 
 
@@ -135,8 +138,8 @@ def kprefix_e2e_flags():
     return SimpleNamespace(**values)
 
 
-def kprefix_units(data):
-    """`{unit: run one pass}` of the kprefix side, each compiled by a first pass."""
+def kprefix_units(data, side):
+    """`{unit: run one pass}` of a kprefix side (see `UNITS`), each compiled by a first pass."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
@@ -161,6 +164,8 @@ def kprefix_units(data):
     compile_for_training(lm, settings, steps, 0, loss=SequenceSumCrossentropy())
     units = {}
     for unit, spec in (("bucketed", "auto"), ("fixed", "none")):
+        if unit not in UNITS[side]:
+            continue
         # Real length = tokens fed in (the last token is only a label).
         boundaries = parse_length_buckets(spec, lengths - 1, maximum)
         buckets = bucket_ids([lengths - 1], [boundaries])
@@ -179,14 +184,15 @@ def kprefix_units(data):
         signature = (({"token_ids": tf.TensorSpec([BATCH, None], tf.int32),
                    "padding_mask": tf.TensorSpec([BATCH, None], tf.int32)},
                   tf.TensorSpec([BATCH, None], tf.int32), tf.TensorSpec([BATCH, None], tf.float32)))
-        dataset = tf.data.Dataset.from_generator(lambda b=batches: iter(b),
-                                                 output_signature=signature).cache()
+        dataset = train.without_autotuning(tf.data.Dataset.from_generator(
+            lambda b=batches: iter(b), output_signature=signature).cache())
 
         def run(dataset=dataset, steps=None):
             lm.fit(dataset.take(steps) if steps else dataset, epochs=1, verbose=0,
                    shuffle=False)
         units[unit] = (run, len({b[1].shape for b in batches}))
-    units["decode"] = (kprefix_decoding(lm, data), None)
+    if "decode" in UNITS[side]:
+        units["decode"] = (kprefix_decoding(lm, data), None)
     return lm, units
 
 
@@ -287,7 +293,7 @@ def peft_decoding(model, data):
 def serve(side):
     """Worker: compiles every unit (first step timed), says READY, then times units."""
     data = dict(np.load(FLAGS.workload))
-    _, units = kprefix_units(data) if side == "kprefix" else peft_units(data)
+    _, units = peft_units(data) if side == "peft" else kprefix_units(data, side)
     info = {}
     for unit, (run, shapes) in units.items():
         if not info:
@@ -346,11 +352,12 @@ def main(argv):
         print(f"parity: max |logit difference| kprefix vs PEFT = {difference:.2e}", flush=True)
         if not difference < 1e-4:
             sys.exit(f"kprefix and PEFT compute different logits ({difference:.2e}).")
-    workers = {side: start_worker(side, path) for side in ("kprefix", "peft")}
-    print(f"kprefix: {workers['kprefix'].info}\nPEFT: {workers['peft'].info}", flush=True)
+    workers = {side: start_worker(side, path) for side in UNITS}
+    for side, worker in workers.items():
+        print(f"{side}: {worker.info}", flush=True)
     seconds = {(side, unit): [] for side, units in UNITS.items() for unit in units}
     for n in range(FLAGS.rounds):
-        order = ("kprefix", "peft") if n % 2 == 0 else ("peft", "kprefix")
+        order = tuple(UNITS) if n % 2 == 0 else tuple(reversed(UNITS))
         for side in order:
             for unit in UNITS[side]:
                 seconds[side, unit].append(float(workers[side].ask(unit, "SECONDS")))
@@ -358,10 +365,10 @@ def main(argv):
                                              for (s, u), v in seconds.items()), flush=True)
     peaks = {side: worker.close() for side, worker in workers.items()}
     shutil.rmtree(folder)
-    rates = {f"{s}_{u}": examples / statistics.median(v) for (s, u), v in seconds.items()
-             if u != "decode"}
+    rates = {f"{s.split('_')[0]}_{u}": examples / statistics.median(v)
+             for (s, u), v in seconds.items() if u != "decode"}
     decoded = len(data["sources"])
-    decode = {s: decoded / statistics.median(seconds[s, "decode"]) for s in UNITS}
+    decode = {s: decoded / statistics.median(seconds[s, "decode"]) for s in ("kprefix", "peft")}
     first = {side: w.info["first_step_s"] for side, w in workers.items()}
     gpt2 = {
         "examples_per_s": rates,
@@ -369,10 +376,10 @@ def main(argv):
         "decoded_sources_per_s": decode,
         "first_step_s": first,
         "peak_mb": peaks,
-        "kprefix_shapes": {u: workers["kprefix"].info[f"{u}_shapes"]
-                           for u in ("bucketed", "fixed")},
-        # High-water marks after each unit's first pass: what bucketed training
-        # alone needs, before the fixed-shape comparison and the decoding.
+        "kprefix_shapes": {"bucketed": workers["kprefix"].info["bucketed_shapes"],
+                           "fixed": workers["kprefix_fixed"].info["fixed_shapes"]},
+        # High-water marks after each unit's first pass: what training alone
+        # needs, before the decoding.
         "peak_mb_after_unit": {side: {u: w.info[f"{u}_peak_mb"] for u in UNITS[side]}
                                for side, w in workers.items()},
     }
@@ -393,7 +400,8 @@ def main(argv):
           f"{decode['kprefix']:.2f}, PEFT {decode['peft']:.2f}")
     print(f"time to the first training step (process start to its end): "
           f"kprefix {first['kprefix']:.1f}s, PEFT {first['peft']:.1f}s")
-    print(f"peak memory: kprefix {peaks['kprefix']:.0f} MB, PEFT {peaks['peft']:.0f} MB")
+    print(f"peak memory: kprefix {peaks['kprefix']:.0f} MB (fixed shape, its own process: "
+          f"{peaks['kprefix_fixed']:.0f} MB), PEFT {peaks['peft']:.0f} MB")
     print(json.dumps({k: v for k, v in results.items() if k.endswith(("ratio", "gain",
                                                                       "grouped"))}))
     if FLAGS.json_output:

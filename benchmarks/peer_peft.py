@@ -157,7 +157,8 @@ def kprefix_units():
     train.set_precision(settings.precision)
     ids = training_batch()
     x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
-    data = tf.data.Dataset.from_tensors((x, np.roll(ids, -1, axis=1))).repeat()
+    data = train.without_autotuning(  # as the launcher feeds fit
+        tf.data.Dataset.from_tensors((x, np.roll(ids, -1, axis=1))).repeat())
     info = {"jit_compile": train.jit_compile_for(tf.distribute.get_strategy(),
                                                   settings.jit_compile),
             "precision": settings.precision}

@@ -154,7 +154,8 @@ class KprefixSide:
             backbone, NUM_CLASSES, PrefixConfig("deep_share", "deep", FLAGS.prefix_vectors),
             seed=0, head_init=settings.head_init)
         compile_for_training(self.model, settings, steps_per_epoch=1000, warmup=0)
-        self.data = tf.data.Dataset.from_tensors(training_batch()).repeat()
+        self.data = train.without_autotuning(  # as the launcher feeds fit
+            tf.data.Dataset.from_tensors(training_batch()).repeat())
         self.fit(1)
         self.info = {"first_step_s": time.perf_counter() - START,
                      "jit_compile": train.jit_compile_for(tf.distribute.get_strategy(),

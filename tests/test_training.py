@@ -85,6 +85,35 @@ def _fit(workdir, epochs, every=0):
     return model
 
 
+def test_first_fit_traces_the_step_once_and_reads_without_autotuning(tmp_path):
+    """The launcher's compile builds the optimizer's slots up front: created
+    inside the first traced step, they would make tf.function trace the step
+    again. `fit` reads its stream with tf.data autotuning off (see
+    `train.without_autotuning`)."""
+    from kprefix.experiments.common import compile_for_training
+    from kprefix.runs.config import RunConfig
+
+    data = load_image_task("digits", image_size=16, batch_size=128, seed=1)
+    model = image_classifier("deep_share", seed=1, num_classes=10)
+    compile_for_training(model, RunConfig(optimizer="sgd", batch_size=128, epochs=1),
+                         data.steps_per_epoch, warmup=0)
+    traces, autotuned = [], []
+    traced_step, keras_fit = model.train_step, model.fit
+
+    def counting_step(batch):
+        traces.append(1)
+        return traced_step(batch)
+
+    def spying_fit(dataset, **kwargs):
+        autotuned.append(dataset.options().autotune.enabled)
+        return keras_fit(dataset, **kwargs)
+
+    model.train_step, model.fit = counting_step, spying_fit
+    train.fit(model, data.make_epoch, data.steps_per_epoch, 1, str(tmp_path), verbose=0)
+    assert len(traces) == 1
+    assert autotuned == [False]
+
+
 def test_resume_continues_exactly(tmp_path):
     """Stopping after an epoch and resuming gives the same bits, dropout included."""
     straight = _fit(str(tmp_path / "straight"), epochs=2)

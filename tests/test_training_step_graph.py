@@ -135,3 +135,11 @@ def test_attention_projections_are_plain_matrix_products():
                    and re.search(r"/(query|key|value|attention_output)_\d+/", op.name)]
     assert len(projections) >= 4 * 4  # four projections forward in each of the 4 blocks
     assert {op.type for op in projections} == {"MatMul"}
+
+
+def test_gelu_runs_without_erfc():
+    """The MLP's exact GELU is `exact_gelu` (vectorised `Erf`, written-out
+    gradient), not `tf.nn.gelu`'s element-by-element `Erfc`."""
+    graph = traced_train_step(image_classifier("deep_share"))
+    types = {op.type for op in ops_that_run(graph)}
+    assert "Erf" in types and "Erfc" not in types

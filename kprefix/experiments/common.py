@@ -72,6 +72,10 @@ def compile_for_training(model, config, steps_per_epoch, warmup, no_weight_decay
         jit_compile=train.jit_compile_for(model.distribute_strategy, config.jit_compile),
         **metrics,
     )
+    # Slots made now, not inside the first traced step: a variable created
+    # there makes tf.function trace the whole step a second time.
+    with model.distribute_strategy.scope():
+        model.optimizer.build(model.trainable_variables)
 
 
 def apply_method(model, config):

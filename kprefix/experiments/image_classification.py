@@ -11,10 +11,11 @@ from kprefix.data.image_tasks import DEFAULT_SPLITS, load_image_task
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
+from kprefix.runs.cluster import cluster_role
 from kprefix.runs.export import export_image_classifier
+from kprefix.runs.train import without_autotuning
 from kprefix.tasks import PrefixImageClassifier
 from kprefix.tasks.image_preprocessors import preset_preprocessor, renormalizer
-from kprefix.runs.cluster import cluster_role
 
 
 def prepare(config):
@@ -66,7 +67,7 @@ def _train_evaluate_export(config, model, data, accounting):
     start = time.time()
     history, resumed_from = fit(config, model, data.make_epoch, data.steps_per_epoch)
     train_seconds = time.time() - start
-    scores = model.evaluate(data.eval_dataset, verbose=0, return_dict=True)
+    scores = model.evaluate(without_autotuning(data.eval_dataset), verbose=0, return_dict=True)
     loss, accuracy = scores["loss"], scores["accuracy"]
     results = {
         "eval_split": config.eval_split or DEFAULT_SPLITS[config.dataset.split("/")[0]][1],

@@ -171,6 +171,19 @@ def shard_by_data(dataset):
     return dataset.with_options(options)
 
 
+def without_autotuning(dataset):
+    """`dataset` with tf.data's autotuning off, as `fit` and evaluation read it.
+
+    With autotuning on, deleting an iterator that a traced step consumed can
+    wait for the autotuner's next scheduled wake-up, up to several seconds,
+    so a `fit` or `evaluate` call could end with that much idle time. Off,
+    `tf.data.AUTOTUNE` parallelism means every core.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 class Diverged(RuntimeError):
     """The loss became NaN or infinite, or exploded; nothing of that state was written."""
 
@@ -375,8 +388,8 @@ def fit(model, make_epoch, steps_per_epoch, epochs, workdir, checkpoint_every_st
     history = {}
 
     def run(dataset, first, last, steps):
-        result = model.fit(dataset, epochs=last, initial_epoch=first, steps_per_epoch=steps,
-                           callbacks=callbacks, verbose=verbose,
+        result = model.fit(without_autotuning(dataset), epochs=last, initial_epoch=first,
+                           steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
                            shuffle=False)  # the stream is already in its seeded order
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)

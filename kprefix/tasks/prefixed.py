@@ -17,6 +17,7 @@ Example:
 import keras
 import tensorflow as tf
 
+from kprefix.backbones.exact_gelu import use_exact_gelu
 from kprefix.backbones.layer_classes import mix_into
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
@@ -79,6 +80,7 @@ class PrefixedKerasHubTask(PrefixedTaskMixin):
                  seed=None, **kwargs):
         prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
         fast_tied_logits(backbone)
+        use_exact_gelu(backbone)
         super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
         self._keep_prefix(prefix, prefix_config, folded, seed)
 
