@@ -72,3 +72,8 @@ def test_vit_logits_equal_those_with_keras_gelu():
         if getattr(layer, "activation", None) is exact_gelu:
             layer.activation = keras.activations.gelu
     np.testing.assert_allclose(ours, model(images, training=False), atol=1e-5)
+
+
+def test_a_dense_layer_with_it_round_trips_its_config():
+    dense = keras.layers.Dense(3, activation=exact_gelu)
+    assert keras.layers.Dense.from_config(dense.get_config()).activation is exact_gelu

@@ -40,10 +40,13 @@ def _normal_cdf(x):
 
 
 @keras.saving.register_keras_serializable(package="kprefix")
-@tf.custom_gradient
 def exact_gelu(x):
     """`x * Phi(x)`, computed in float32, returned in `x`'s dtype."""
-    x = tf.convert_to_tensor(x)
+    return _exact_gelu(tf.convert_to_tensor(x))
+
+
+@tf.custom_gradient
+def _exact_gelu(x):
     x32 = tf.cast(x, tf.float32)
     y = tf.cast(x32 * _normal_cdf(x32), x.dtype)
 
