@@ -10,7 +10,10 @@ import tensorflow as tf
 
 from helpers import bart_inputs, bart_lm, gpt2_lm, prefix_config
 from kprefix.tasks.decoding import beam_search, generate_bart, generate_gpt2
+from kprefix.backbones import build_backbone
+from kprefix.prefix import PrefixConfig
 from kprefix.tasks import PrefixGPT2CausalLM
+from kprefix.tasks.gpt2_cache import DecodingCache
 
 PROMPTS = np.array([[7, 3, 9, 0], [5, 0, 0, 0], [4, 11, 0, 0]], "int32")
 PROMPT_MASK = PROMPTS > 0
@@ -205,8 +208,8 @@ def test_xla_compiled_decoding_matches_eager():
                          end_token_id=7, banned_token_ids=(9,))
 
     @tf.function(jit_compile=True)
-    def decode_gpt2(token_ids, padding_mask):
-        return generate_gpt2(gpt2, token_ids, padding_mask, **gpt2_settings)
+    def decode_gpt2(token_ids, padding_mask):  # XLA needs the static cache
+        return generate_gpt2(gpt2, token_ids, padding_mask, cache_chunk=0, **gpt2_settings)
 
     eager = generate_gpt2(gpt2, PROMPTS, PROMPT_MASK, **gpt2_settings)
     compiled = decode_gpt2(tf.constant(PROMPTS), tf.constant(PROMPT_MASK))
@@ -220,7 +223,7 @@ def test_xla_compiled_decoding_matches_eager():
 
     @tf.function(jit_compile=True)
     def decode_bart(encoder_ids, encoder_mask):
-        return generate_bart(bart, encoder_ids, encoder_mask, **bart_settings)
+        return generate_bart(bart, encoder_ids, encoder_mask, cache_chunk=0, **bart_settings)
 
     eager = generate_bart(bart, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
                           **bart_settings)
@@ -228,6 +231,55 @@ def test_xla_compiled_decoding_matches_eager():
                            tf.constant(inputs["encoder_padding_mask"]))
     np.testing.assert_array_equal(compiled[0].numpy(), np.asarray(eager[0]))
     np.testing.assert_allclose(compiled[1].numpy(), np.asarray(eager[1]), atol=1e-4)
+
+
+def placed_gpt2_lm(variant, placement):
+    config = None if variant is None else PrefixConfig(variant, placement, length=3, mlp_hidden=8)
+    return PrefixGPT2CausalLM(build_backbone("gpt2_tiny"), prefix_config=config, seed=0)
+
+
+@pytest.mark.parametrize("variant, placement", [("deep_share", "deep"),
+                                                ("no_share", "shallow"), (None, None)])
+def test_a_growing_cache_decodes_as_the_full_length_one(variant, placement):
+    """Growing the cache 1 slot at a time (each step past the prompt pads it) changes nothing."""
+    lm = placed_gpt2_lm(variant, placement)
+    settings = dict(num_beams=3, max_new_tokens=6, min_new_tokens=2, end_token_id=7,
+                    no_repeat_ngram_size=2)
+    static = generate_gpt2(lm, PROMPTS, PROMPT_MASK, cache_chunk=0, **settings)
+
+    @tf.function
+    def grown(token_ids, padding_mask):
+        return generate_gpt2(lm, token_ids, padding_mask, cache_chunk=1, **settings)
+
+    tokens, scores = grown(tf.constant(PROMPTS), tf.constant(PROMPT_MASK))
+    np.testing.assert_array_equal(tokens.numpy(), np.asarray(static[0]))
+    np.testing.assert_allclose(scores.numpy(), np.asarray(static[1]), atol=1e-5)
+
+    bart = bart_lm("deep_share")
+    inputs = bart_inputs(batch=2)
+    bart_settings = dict(start_token_ids=[2], num_beams=2, max_length=7, min_length=5,
+                         end_token_id=5)
+    args = (bart, inputs["encoder_token_ids"], inputs["encoder_padding_mask"])
+    static = generate_bart(*args, cache_chunk=0, **bart_settings)
+    tokens, scores = generate_bart(*args, cache_chunk=2, **bart_settings)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(static[0]))
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(static[1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["deep", "shallow"])
+def test_cache_steps_give_the_uncached_logits(placement):
+    """Every step of `DecodingCache` after a prefill equals the full forward pass."""
+    lm = placed_gpt2_lm("deep_share", placement)
+    ids = np.array([[7, 3, 9, 4, 12, 6], [5, 8, 1, 2, 10, 11]], "int32")
+    full = np.asarray(lm({"token_ids": ids, "padding_mask": np.ones_like(ids)}))
+    cache = DecodingCache(lm)
+    caches = cache.prefill(ids[:, :2], capacity=4)  # grown by hand below
+    for index in range(2, ids.shape[1]):
+        if index >= 4:
+            caches = tuple(tuple(np.pad(x, [(0, 0), (0, 0), (0, 1), (0, 0)]) for x in pair)
+                           for pair in caches)
+        logits, caches = cache.step(caches, ids[:, index:index + 1], index)
+        np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, index], atol=1e-5)
 
 
 def test_minimum_length_and_banned_ids_are_respected():

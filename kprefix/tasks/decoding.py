@@ -2,10 +2,11 @@
 
 One loop, `beam_search`, drives any cached model through a
 `next_logits(state, tokens, index) -> (logits, state)` step; `generate_gpt2`
-and `generate_bart` wrap keras-hub's cached calls of `PrefixGPT2CausalLM` and
-`PrefixBartSeq2SeqLM` (or the plain keras-hub models). Prefixes live inside
-attention and broadcast to any batch, so beams need nothing special: the KV
-cache holds only real tokens and is reordered with the beams.
+(over `kprefix.tasks.gpt2_cache`) and `generate_bart` (over keras-hub's cached
+decoder call) decode with `PrefixGPT2CausalLM` and `PrefixBartSeq2SeqLM` (or
+the plain keras-hub models). Prefixes are the same for every input, so beams
+need nothing special: the KV cache is reordered with the beams, and by
+default it grows with the sequence instead of holding the whole length.
 
 Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
 
@@ -66,9 +67,11 @@ Example:
 """
 
 import numpy as np
+import tensorflow as tf
 from keras import ops, tree
 
 from kprefix.runs.config import EARLY_STOPPING, LENGTH_NORMALIZATION
+from kprefix.tasks.gpt2_cache import DecodingCache
 
 
 
@@ -94,6 +97,7 @@ def beam_search(
     length_normalization="generated",
     no_repeat_ngram_size=0,
     force_end_at_max_length=False,
+    state_growth=None,
 ):
     """Beam search over a cached step function; see the module doc for the rules.
 
@@ -120,6 +124,12 @@ def beam_search(
         no_repeat_ngram_size: ban repeated n-grams of this size (0: off).
         force_end_at_max_length: the last allowed token is the end token (see
             the module doc).
+        state_growth: `None`, or `(axis, chunk, reserved)` when every tensor
+            in `state` is a cache along `axis` that needs `reserved + index`
+            slots for the step at `index`: it is padded by `chunk` slots
+            whenever it is full, so each step reads and copies a cache about
+            as long as the sequence so far instead of the whole buffer. Its
+            length then varies inside the loop, which XLA cannot compile.
 
     Returns:
         `(tokens, scores)`: `(B, max_new_tokens)` int32 generated tokens of the
@@ -179,6 +189,9 @@ def beam_search(
         return ops.logical_and(index < length, ops.logical_not(ops.all(done)))
 
     def body(index, tokens, beam_scores, pool_scores, pool_tokens, done, state):
+        if state_growth is not None:
+            axis, chunk, reserved = state_growth
+            state = tree.map_structure(lambda x: _grow(x, reserved + index, axis, chunk), state)
         logits, state = next_logits(state, ops.reshape(tokens, (batch * beams, length)), index)
         vocab = ops.shape(logits)[-1]
         log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
@@ -258,8 +271,13 @@ def beam_search(
 
     loop_vars = (ops.min(prompt_lengths), tokens, beam_scores, pool_scores, pool_tokens, done,
                  state)
-    _, _, _, pool_scores, pool_tokens, _, _ = ops.while_loop(
-        cond, body, loop_vars, maximum_iterations=length)
+    shapes = tree.map_structure(lambda x: tf.TensorShape(x.shape), loop_vars)
+    if state_growth is not None:
+        axis = state_growth[0]
+        shapes = shapes[:-1] + (tree.map_structure(
+            lambda x: tf.TensorShape(x.shape[:axis] + (None,) + x.shape[axis + 1:]), state),)
+    _, _, _, pool_scores, pool_tokens, _, _ = tf.while_loop(
+        cond, body, loop_vars, shape_invariants=shapes, maximum_iterations=length)
 
     best = ops.cast(ops.argmax(pool_scores, axis=1), "int32")
     scores = ops.take_along_axis(pool_scores, best[:, None], axis=1)[:, 0]
@@ -287,6 +305,7 @@ def generate_gpt2(
     early_stopping="heuristic",
     length_normalization="generated",
     no_repeat_ngram_size=0,
+    cache_chunk=16,
 ):
     """Beam search with a keras-hub `GPT2CausalLM` (prefixed or not).
 
@@ -297,6 +316,10 @@ def generate_gpt2(
         lm: a `PrefixGPT2CausalLM` (folded or not) or `GPT2CausalLM`.
         token_ids: `(B, P)` prompts, left-aligned (padding on the right).
         padding_mask: `(B, P)`, true on prompt tokens; each prompt non-empty.
+        cache_chunk: the KV cache (`kprefix.tasks.gpt2_cache`) starts with
+            room for the prompt width plus this many positions and grows by as
+            many when full (`state_growth` of `beam_search`); 0 allocates the
+            whole length at once, as XLA (`jit_compile`, TPUs) needs.
         Others: as in `beam_search`.
 
     Returns:
@@ -328,23 +351,22 @@ def generate_gpt2(
                          f"exceeds the model's max_sequence_length {limit + offset}"
                          + (f" less the position offset {offset}." if offset else "."))
     buffer = ops.pad(token_ids, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
-    backbone = lm.backbone
-    cache = ops.zeros((ops.shape(token_ids)[0], backbone.num_layers, 2, length,
-                       backbone.num_heads, backbone.hidden_dim // backbone.num_heads),
-                      dtype=lm.compute_dtype)
-    _, _, cache = lm.call_with_cache(token_ids, cache, 0)
+    capacity = min(length, token_ids.shape[1] + cache_chunk) if cache_chunk else length
+    cache = DecodingCache(lm)
+    caches = cache.prefill(token_ids, capacity)
 
-    def next_logits(cache, tokens, index):
+    def next_logits(caches, tokens, index):
         last = ops.slice(tokens, [0, index - 1], [ops.shape(tokens)[0], 1])
-        logits, _, cache = lm.call_with_cache(last, cache, index - 1)
-        return logits[:, 0], cache
+        logits, caches = cache.step(caches, last, index - 1)
+        return logits[:, 0], caches
 
-    return beam_search(next_logits, cache, buffer, prompt_lengths, num_beams=num_beams,
+    growth = (cache.AXIS, cache_chunk, cache.reserved) if cache_chunk else None
+    return beam_search(next_logits, caches, buffer, prompt_lengths, num_beams=num_beams,
                        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                        length_penalty=length_penalty, end_token_id=end_token_id,
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
                        early_stopping=early_stopping, length_normalization=length_normalization,
-                       no_repeat_ngram_size=no_repeat_ngram_size)
+                       no_repeat_ngram_size=no_repeat_ngram_size, state_growth=growth)
 
 
 def generate_bart(
@@ -364,6 +386,7 @@ def generate_bart(
     length_normalization="generated",
     no_repeat_ngram_size=0,
     force_end_at_max_length=False,
+    cache_chunk=16,
 ):
     """Beam search with a keras-hub `BartSeq2SeqLM` (prefixed or not).
 
@@ -376,6 +399,7 @@ def generate_bart(
         encoder_token_ids: `(B, S)` source tokens.
         encoder_padding_mask: `(B, S)`, true on source tokens.
         start_token_ids: the decoder's first tokens, the same for every input.
+        cache_chunk: as in `generate_gpt2`, for the decoder's self-attention cache.
         Others: as in `beam_search`.
 
     Returns:
@@ -418,6 +442,8 @@ def generate_bart(
 
     encoder_hidden = lm.call_encoder(encoder_token_ids, encoder_padding_mask)
     self_cache, cross_cache = lm._initialize_cache(encoder_token_ids, buffer)
+    if cache_chunk:  # (B, layers, 2, length, heads, dim): start with the first slots
+        self_cache = self_cache[:, :, :, :min(max_length, len(start) + cache_chunk)]
     _, _, self_cache, cross_cache = lm.call_decoder_with_cache(
         encoder_hidden_states=encoder_hidden,
         encoder_padding_mask=encoder_padding_mask,
@@ -452,7 +478,16 @@ def generate_bart(
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
                        early_stopping=early_stopping, length_normalization=length_normalization,
                        no_repeat_ngram_size=no_repeat_ngram_size,
-                       force_end_at_max_length=force_end_at_max_length)
+                       force_end_at_max_length=force_end_at_max_length,
+                       state_growth=(3, cache_chunk, 0) if cache_chunk else None)
+
+
+def _grow(cache, needed, axis, chunk):
+    """`cache` padded by `chunk` zero slots on `axis` if it holds fewer than `needed`."""
+    padding = [[0, 0]] * len(cache.shape)
+    padding[axis] = [0, chunk]
+    return tf.cond(tf.shape(cache)[axis] < needed, lambda: tf.pad(cache, padding),
+                   lambda: cache)
 
 
 def _gather_beams(tokens, beam_ids):
