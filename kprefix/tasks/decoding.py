@@ -1,4 +1,4 @@
-"""Beam search (and greedy decoding) over a cached decoding step, with static shapes.
+"""Beam search (and greedy decoding) over a cached decoding step.
 
 One loop, `beam_search`, drives any cached model through a
 `next_logits(state, tokens, index) -> (logits, state)` step; `generate_gpt2`
