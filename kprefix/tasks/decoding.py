@@ -245,9 +245,10 @@ def beam_search(
         next_tokens = ops.where(keep, _column(tokens, index), next_tokens)
         next_scores = ops.where(keep, beam_scores, next_scores)
         tokens = ops.where(at_index, next_tokens[:, :, None], _gather_beams(tokens, next_beams))
-        flat_beams = ops.reshape(ops.arange(batch, dtype="int32")[:, None] * beams + next_beams,
-                                 (-1,))
-        state = tree.map_structure(lambda x: ops.take(x, flat_beams, axis=0), state)
+        if beams > 1:  # a single beam always continues itself: no cache to reorder
+            flat_beams = ops.reshape(
+                ops.arange(batch, dtype="int32")[:, None] * beams + next_beams, (-1,))
+            state = tree.map_structure(lambda x: ops.take(x, flat_beams, axis=0), state)
 
         pool_full = ops.all(pool_scores > float("-inf"), axis=1)
         if beams == 1 or early_stopping == "first":
