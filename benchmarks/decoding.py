@@ -85,8 +85,7 @@ def _gpt2_decoders(models):
         def decode(token_ids, mask):
             return generate_gpt2(lm, token_ids, mask, num_beams=5,
                                  max_new_tokens=FLAGS.new_tokens,
-                                 min_new_tokens=FLAGS.new_tokens, end_token_id=50256,
-                                 cache_chunk=0 if FLAGS.jit_compile else 16)
+                                 min_new_tokens=FLAGS.new_tokens, end_token_id=50256)
 
         return lambda: [t.numpy() for t in decode(token_ids, mask)]
 
@@ -110,8 +109,7 @@ def _bart_decoders(models):
         def decode(source, mask):
             return generate_bart(lm, source, mask, start_token_ids=[2], num_beams=6,
                                  max_length=max_length, min_length=max_length,
-                                 length_penalty=0.8, end_token_id=2,
-                                 cache_chunk=0 if FLAGS.jit_compile else 16)
+                                 length_penalty=0.8, end_token_id=2)
 
         return lambda: [t.numpy() for t in decode(source, mask)]
 

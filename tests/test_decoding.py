@@ -208,8 +208,8 @@ def test_xla_compiled_decoding_matches_eager():
                          end_token_id=7, banned_token_ids=(9,))
 
     @tf.function(jit_compile=True)
-    def decode_gpt2(token_ids, padding_mask):  # XLA needs the static cache
-        return generate_gpt2(gpt2, token_ids, padding_mask, cache_chunk=0, **gpt2_settings)
+    def decode_gpt2(token_ids, padding_mask):  # the default cache is static under XLA
+        return generate_gpt2(gpt2, token_ids, padding_mask, **gpt2_settings)
 
     eager = generate_gpt2(gpt2, PROMPTS, PROMPT_MASK, **gpt2_settings)
     compiled = decode_gpt2(tf.constant(PROMPTS), tf.constant(PROMPT_MASK))
@@ -223,7 +223,7 @@ def test_xla_compiled_decoding_matches_eager():
 
     @tf.function(jit_compile=True)
     def decode_bart(encoder_ids, encoder_mask):
-        return generate_bart(bart, encoder_ids, encoder_mask, cache_chunk=0, **bart_settings)
+        return generate_bart(bart, encoder_ids, encoder_mask, **bart_settings)
 
     eager = generate_bart(bart, inputs["encoder_token_ids"], inputs["encoder_padding_mask"],
                           **bart_settings)

@@ -69,6 +69,7 @@ Example:
 import numpy as np
 import tensorflow as tf
 from keras import ops, tree
+from tensorflow.python.ops import control_flow_util
 
 from kprefix.runs.config import EARLY_STOPPING, LENGTH_NORMALIZATION
 from kprefix.tasks.gpt2_cache import DecodingCache
@@ -306,7 +307,7 @@ def generate_gpt2(
     early_stopping="heuristic",
     length_normalization="generated",
     no_repeat_ngram_size=0,
-    cache_chunk=16,
+    cache_chunk=None,
 ):
     """Beam search with a keras-hub `GPT2CausalLM` (prefixed or not).
 
@@ -320,7 +321,8 @@ def generate_gpt2(
         cache_chunk: the KV cache (`kprefix.tasks.gpt2_cache`) starts with
             room for the prompt width plus this many positions and grows by as
             many when full (`state_growth` of `beam_search`); 0 allocates the
-            whole length at once, as XLA (`jit_compile`, TPUs) needs.
+            whole length at once, as XLA needs. `None`: 0 when traced for XLA
+            (`jit_compile`, TPUs), else 16.
         Others: as in `beam_search`.
 
     Returns:
@@ -352,6 +354,7 @@ def generate_gpt2(
                          f"exceeds the model's max_sequence_length {limit + offset}"
                          + (f" less the position offset {offset}." if offset else "."))
     buffer = ops.pad(token_ids, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
+    cache_chunk = _cache_chunk(cache_chunk)
     capacity = min(length, token_ids.shape[1] + cache_chunk) if cache_chunk else length
     cache = DecodingCache(lm)
     caches = cache.prefill(token_ids, capacity)
@@ -387,7 +390,7 @@ def generate_bart(
     length_normalization="generated",
     no_repeat_ngram_size=0,
     force_end_at_max_length=False,
-    cache_chunk=16,
+    cache_chunk=None,
 ):
     """Beam search with a keras-hub `BartSeq2SeqLM` (prefixed or not).
 
@@ -443,6 +446,7 @@ def generate_bart(
 
     encoder_hidden = lm.call_encoder(encoder_token_ids, encoder_padding_mask)
     self_cache, cross_cache = lm._initialize_cache(encoder_token_ids, buffer)
+    cache_chunk = _cache_chunk(cache_chunk)
     if cache_chunk:  # (B, layers, 2, length, heads, dim): start with the first slots
         self_cache = self_cache[:, :, :, :min(max_length, len(start) + cache_chunk)]
     _, _, self_cache, cross_cache = lm.call_decoder_with_cache(
@@ -481,6 +485,16 @@ def generate_bart(
                        no_repeat_ngram_size=no_repeat_ngram_size,
                        force_end_at_max_length=force_end_at_max_length,
                        state_growth=(3, cache_chunk, 0) if cache_chunk else None)
+
+
+def _cache_chunk(cache_chunk):
+    """`cache_chunk`, or for `None` 16, and 0 where XLA compiles (shapes must be static)."""
+    if cache_chunk is not None:
+        if not isinstance(cache_chunk, int) or cache_chunk < 0:
+            raise ValueError(f"cache_chunk must be an int >= 0, got {cache_chunk!r}.")
+        return cache_chunk
+    graph = tf.compat.v1.get_default_graph()
+    return 0 if control_flow_util.GraphOrParentsInXlaContext(graph) else 16
 
 
 def _grow(cache, needed, axis, chunk):
