@@ -11,6 +11,7 @@ import tensorflow as tf
 from helpers import bart_inputs, bart_lm, gpt2_lm, prefix_config
 from kprefix.tasks.decoding import beam_search, generate_bart, generate_gpt2
 from kprefix.backbones import build_backbone
+from kprefix.backbones.layer_classes import mix_into
 from kprefix.prefix import PrefixConfig
 from kprefix.tasks import PrefixGPT2CausalLM
 from kprefix.tasks.gpt2_cache import DecodingCache
@@ -280,6 +281,17 @@ def test_cache_steps_give_the_uncached_logits(placement):
                            for pair in caches)
         logits, caches = cache.step(caches, ids[:, index:index + 1], index)
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, index], atol=1e-5)
+
+
+def test_blocks_the_cache_cannot_recompute_are_refused():
+    class Changed:
+        def call(self, *args, **kwargs):
+            return super().call(*args, **kwargs)
+
+    lm = gpt2_lm(None)
+    mix_into(lm.backbone.transformer_layers[1], Changed, "Changed{}")
+    with pytest.raises(ValueError, match="ChangedTransformerDecoder.*generate"):
+        generate_gpt2(lm, PROMPTS, PROMPT_MASK, num_beams=1, max_new_tokens=2, end_token_id=7)
 
 
 def test_minimum_length_and_banned_ids_are_respected():

@@ -32,6 +32,7 @@ Example:
 True
 """
 
+import keras_hub
 from keras import ops
 
 
@@ -48,6 +49,14 @@ class DecodingCache:
     def __init__(self, lm):
         self.lm = lm
         self.backbone = lm.backbone
+        for layer in self.backbone.transformer_layers:
+            # `step` recomputes these blocks from their sublayers: anything
+            # changed in the block's own `call` would be skipped.
+            if (type(layer) is not keras_hub.layers.TransformerDecoder
+                    or not layer.normalize_first or layer._cross_attention_layer is not None):
+                raise ValueError(f"DecodingCache decodes keras-hub GPT-2 blocks; layer "
+                                 f"{layer.name!r} is a {type(layer).__name__}. Decode this "
+                                 "model with keras-hub's `generate()` instead.")
         # Prefixes do not depend on the tokens: generated once per decoding call.
         self.prefixes = []
         for layer in self.backbone.transformer_layers:
@@ -57,7 +66,7 @@ class DecodingCache:
         self.reserved = max([0] + [p[0].shape[1] for p in self.prefixes if p is not None])
 
     def prefill(self, token_ids, capacity):
-        """Caches holding the `(B, W)` prompts' keys and values and room up to `capacity` positions."""
+        """Caches with the `(B, W)` prompts' keys and values, room for `capacity` positions."""
         backbone = self.backbone
         batch, width = ops.shape(token_ids)[0], token_ids.shape[1]
         heads, dim = backbone.num_heads, backbone.hidden_dim // backbone.num_heads
