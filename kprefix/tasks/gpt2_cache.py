@@ -35,6 +35,8 @@ True
 import keras_hub
 from keras import ops
 
+from kprefix.prefix.attention import concat_prefix
+
 
 class DecodingCache:
     """Prefill and one-token steps of a keras-hub `GPT2CausalLM` (prefixed, folded or plain).
@@ -58,32 +60,28 @@ class DecodingCache:
                                  f"{layer.name!r} is a {type(layer).__name__}. Decode this "
                                  "model with keras-hub's `generate()` instead.")
         # Prefixes do not depend on the tokens: generated once per decoding call.
-        self.prefixes = []
+        self.prefixes = []  # per layer: (key, value), each (P, heads, dim), or None
         for layer in self.backbone.transformer_layers:
             source = getattr(layer._self_attention_layer, "_prefix_source", None)
-            self.prefixes.append(None if source is None else tuple(
-                ops.cast(ops.transpose(x, (1, 0, 2)), lm.compute_dtype) for x in source(False)))
-        self.reserved = max([0] + [p[0].shape[1] for p in self.prefixes if p is not None])
+            self.prefixes.append(None if source is None else source(False))
+        self.reserved = max([0] + [p[0].shape[0] for p in self.prefixes if p is not None])
 
     def prefill(self, token_ids, capacity):
         """Caches with the `(B, W)` prompts' keys and values, room for `capacity` positions."""
         backbone = self.backbone
-        batch, width = ops.shape(token_ids)[0], token_ids.shape[1]
+        width = token_ids.shape[1]
         heads, dim = backbone.num_heads, backbone.hidden_dim // backbone.num_heads
-        cache = ops.zeros((batch, backbone.num_layers, 2, width, heads, dim),
+        cache = ops.zeros((ops.shape(token_ids)[0], backbone.num_layers, 2, width, heads, dim),
                           dtype=self.lm.compute_dtype)
         _, _, cache = self.lm.call_with_cache(token_ids, cache, 0)
-        empty = ops.zeros((batch, heads, capacity - width, dim), dtype=self.lm.compute_dtype)
+        padding = [[0, 0], [0, 0], [0, capacity - width], [0, 0]]
+        unseen = ops.zeros((self.reserved, heads, dim))  # slots of layers without a prefix
         caches = []
         for i, prefix in enumerate(self.prefixes):
-            pair = []
-            for j in (0, 1):
-                reserved = (ops.zeros((heads, self.reserved, dim), self.lm.compute_dtype)
-                            if prefix is None else prefix[j])
-                reserved = ops.broadcast_to(reserved[None], (batch, heads, self.reserved, dim))
-                prompt = ops.transpose(cache[:, i, j], (0, 2, 1, 3))
-                pair.append(ops.concatenate([reserved, prompt, empty], axis=self.AXIS))
-            caches.append(tuple(pair))
+            keys, values, _ = concat_prefix(cache[:, i, 0], cache[:, i, 1], None,
+                                            *(prefix or (unseen, unseen)))
+            caches.append(tuple(ops.pad(ops.transpose(t, (0, 2, 1, 3)), padding)
+                                for t in (keys, values)))
         return tuple(caches)
 
     def step(self, caches, token_ids, index):
