@@ -22,7 +22,11 @@ def test_folded_image_classifier_matches_and_holds_no_generator(variant):
     prefix_weights = [w.path.split("/")[-1] for w in folded.prefix.weights]
     assert set(prefix_weights) == {"prefix_key", "prefix_value"}
     assert not folded.prefix.trainable_weights
-    # Head and prefixes of the folded model are independent copies.
+    # The frozen backbone is read, not copied; the head is an independent copy.
+    storage = {id(w._value) for w in folded.weights}
+    assert model.non_trainable_weights
+    assert all(id(w._value) in storage for w in model.non_trainable_weights)
+    assert not any(id(w._value) in storage for w in model.trainable_weights)
     folded.head.kernel.assign(folded.head.kernel * 0)
     assert np.abs(np.asarray(model.head.kernel)).sum() > 0
 

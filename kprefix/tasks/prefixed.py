@@ -46,13 +46,20 @@ class PrefixedTaskMixin:
     def fold(self):
         """A new model whose prefixes are the constants this model produces.
 
-        The folded model computes the same outputs, holds no reparameterization
-        weights, and shares no state with this one (its backbone is a copy).
+        The folded model computes the same outputs and holds no
+        reparameterization weights. It reads this model's frozen weights (the
+        backbone) rather than copying them, so folding GPT-2 or ViT costs no
+        second backbone in memory; its trainable weights (a classifier's head)
+        are copies. Unfreezing and training this model's backbone afterwards
+        would change the folded model too: fold again after such training.
         """
         if self.prefix is None:
             raise ValueError("This model has no prefix to fold.")
         config = self.get_config()
         config["folded"] = True
+        # The backbone is built without initializing its variables: each takes
+        # the source's storage below, so no random backbone is ever allocated.
+        config["backbone"], pending = _deserialize_uninitialized(config["backbone"])
         folded = type(self).from_config(config)
         own = [w for w in self.weights if not _is_prefix_weight(self, w)]
         new = [w for w in folded.weights if not _is_prefix_weight(folded, w)]
@@ -61,7 +68,15 @@ class PrefixedTaskMixin:
         for target, source in zip(new, own):
             if tuple(target.shape) != tuple(source.shape):
                 raise RuntimeError(f"Weight {source.path} does not match {target.path}.")
-            target.assign(source)
+            if target._value is not None:
+                target.assign(source)
+            elif source.trainable:
+                target._initialize(tf.identity(source.value))
+            else:
+                target._initialize(source._value)
+        for variable in pending:  # what is not a weight, such as dropout's seeds
+            if variable._value is None:
+                variable._deferred_initialize()
         self.prefix.fold_into(folded.prefix)
         return folded
 
@@ -147,6 +162,22 @@ class TiedLogitsMixin:
         shape = keras.ops.shape(inputs)  # static sizes where known, so Keras keeps them
         logits = tf.linalg.matmul(tf.reshape(inputs, [-1, shape[-1]]), kernel, transpose_b=True)
         return tf.reshape(logits, [*shape[:-1], self.input_dim])
+
+
+def _deserialize_uninitialized(backbone_config):
+    """`(backbone, variables)`: the backbone built from its config with none of
+    its variables initialized, and those variables, for the caller to give values."""
+    from keras.src.backend.common import global_state
+
+    with keras.StatelessScope(initialize_variables=False):
+        backbone = keras.layers.deserialize(_without_trainable(backbone_config))
+    # Keras lists the variables a stateless scope leaves uninitialized, for a
+    # later scope to initialize; the caller initializes these itself.
+    pending = global_state.get_global_attribute("uninitialized_variables", [])
+    own = {id(v) for v in backbone.variables}
+    global_state.set_global_attribute(
+        "uninitialized_variables", [v for v in pending if id(v) not in own])
+    return backbone, [v for v in pending if id(v) in own]
 
 
 def _is_prefix_weight(model, weight):
