@@ -175,9 +175,11 @@ def export_text_generator(model, tokenizer, directory, source_length, settings, 
         module = tf.Module()
         module.model = folded
         module.tokenizer = tokenizer
-        module.serve = serve
+        # The signature is this trace, the one in-process calls reuse: saving
+        # the `tf.function` itself would trace the whole beam search again.
+        traced = serve.get_concrete_function()
         write_atomically(
             lambda folder: tf.saved_model.save(module, folder,
-                                               signatures={"serving_default": serve}),
+                                               signatures={"serving_default": traced}),
             directory, writer)
     return serve
