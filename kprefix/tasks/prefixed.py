@@ -71,7 +71,7 @@ class PrefixedTaskMixin:
             if target._value is not None:
                 target.assign(source)
             elif source.trainable:
-                target._initialize(tf.identity(source.value))
+                target._initialize(source.value)  # a new variable: a copy
             else:
                 target._initialize(source._value)
         for variable in pending:  # what is not a weight, such as dropout's seeds
