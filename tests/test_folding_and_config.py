@@ -31,6 +31,16 @@ def test_folded_image_classifier_matches_and_holds_no_generator(variant):
     assert np.abs(np.asarray(model.head.kernel)).sum() > 0
 
 
+def test_folding_copies_a_backbone_weight_that_was_unfrozen():
+    model = image_classifier("deep_share")
+    unfrozen = model.backbone.weights[1]
+    unfrozen.trainable = True
+    folded = model.fold()
+    (copy,) = [w for w in folded.backbone.weights if w.path == unfrozen.path]
+    assert copy._value is not unfrozen._value
+    np.testing.assert_array_equal(np.asarray(copy), np.asarray(unfrozen))
+
+
 @pytest.mark.parametrize("build, inputs", [(gpt2_lm, gpt2_inputs), (bart_lm, bart_inputs)])
 def test_folded_language_models_match(build, inputs):
     model = build("deep_share", share_across_layers=True)

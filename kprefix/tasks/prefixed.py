@@ -71,7 +71,8 @@ class PrefixedTaskMixin:
             if target._value is not None:
                 target.assign(source)
             elif source.trainable:
-                target._initialize(source.value)  # a new variable: a copy
+                # `value` is the variable itself here; a tensor makes a new variable.
+                target._initialize(tf.identity(source.value))
             else:
                 target._initialize(source._value)
         for variable in pending:  # what is not a weight, such as dropout's seeds
