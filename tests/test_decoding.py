@@ -1,12 +1,14 @@
 """Beam search and greedy decoding over the cached, prefixed language models."""
 
 import itertools
+import re
 
 import keras
 import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops, tree
 
 from helpers import bart_inputs, bart_lm, gpt2_lm, prefix_config
 from kprefix.tasks.decoding import beam_search, generate_bart, generate_gpt2
@@ -274,13 +276,33 @@ def test_cache_steps_give_the_uncached_logits(placement):
     ids = np.array([[7, 3, 9, 4, 12, 6], [5, 8, 1, 2, 10, 11]], "int32")
     full = np.asarray(lm({"token_ids": ids, "padding_mask": np.ones_like(ids)}))
     cache = DecodingCache(lm)
-    caches = cache.prefill(ids[:, :2], capacity=4)  # grown by hand below
+    context, caches = cache.prefill(ids[:, :3], first=2, capacity=2)  # grown by hand below
     for index in range(2, ids.shape[1]):
         if index >= 4:
             caches = tuple(tuple(np.pad(x, [(0, 0), (0, 0), (0, 1), (0, 0)]) for x in pair)
                            for pair in caches)
-        logits, caches = cache.step(caches, ids[:, index:index + 1], index)
+        logits, caches = cache.step(context, caches, ids[:, index:index + 1], index)
         np.testing.assert_allclose(np.asarray(logits)[:, 0], full[:, index], atol=1e-5)
+
+
+def test_beams_share_the_prompt_context_and_step_with_plain_products():
+    """Only the steps' positions are per row (what beam search copies and
+    reorders); each projection of a step is one 2-D product."""
+    lm = placed_gpt2_lm("deep_share", "deep")
+    cache = DecodingCache(lm)
+    context, caches = cache.prefill(np.array([[7, 3, 9], [5, 8, 1]], "int32"), first=2, capacity=4)
+    assert all(t.shape[0] == 2 and t.shape[2] == 3 + 3 for pair in context[1] for t in pair)
+    assert all(t.shape[2] == 4 for pair in caches for t in pair)
+
+    rows = tf.TensorSpec([6, 1], tf.int32)  # 2 inputs x 3 beams
+    step = tf.function(lambda tokens: cache.step(
+        context, tree.map_structure(lambda t: ops.repeat(t, 3, axis=0), caches), tokens, 3))
+    graph = step.get_concrete_function(rows).graph
+    projections = [op for op in graph.get_operations()
+                   if re.search(r"(query|key|value|attention_output)(_\d+)?/", op.name)
+                   and op.type in ("MatMul", "BatchMatMulV2", "Einsum")]
+    assert len(projections) == 4 * lm.backbone.num_layers
+    assert {op.type for op in projections} == {"MatMul"}
 
 
 def test_blocks_the_cache_cannot_recompute_are_refused():

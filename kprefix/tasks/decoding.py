@@ -5,8 +5,9 @@ One loop, `beam_search`, drives any cached model through a
 (over `kprefix.tasks.gpt2_cache`) and `generate_bart` (over keras-hub's cached
 decoder call) decode with `PrefixGPT2CausalLM` and `PrefixBartSeq2SeqLM` (or
 the plain keras-hub models). Prefixes are the same for every input, so beams
-need nothing special: the KV cache is reordered with the beams, and by
-default it grows with the sequence instead of holding the whole length.
+need nothing special: the KV cache is reordered with the beams (for GPT-2,
+only its generated positions: the prompt's are shared by an input's beams),
+and by default it grows with the sequence instead of holding the whole length.
 
 Conventions (Hugging Face `BeamSearchScorer`, early_stopping=False/"never"):
 
@@ -318,10 +319,10 @@ def generate_gpt2(
         lm: a `PrefixGPT2CausalLM` (folded or not) or `GPT2CausalLM`.
         token_ids: `(B, P)` prompts, left-aligned (padding on the right).
         padding_mask: `(B, P)`, true on prompt tokens; each prompt non-empty.
-        cache_chunk: the KV cache (`kprefix.tasks.gpt2_cache`) starts with
-            room for the prompt width plus this many positions and grows by as
-            many when full (`state_growth` of `beam_search`); 0 allocates the
-            whole length at once, as XLA needs. `None`: 0 when traced for XLA
+        cache_chunk: the steps' KV cache (`kprefix.tasks.gpt2_cache`) starts
+            with room for this many positions and grows by as many when full
+            (`state_growth` of `beam_search`); 0 allocates the whole length at
+            once, as XLA needs. `None`: 0 when traced for XLA
             (`jit_compile`, TPUs), else 16.
         Others: as in `beam_search`.
 
@@ -355,16 +356,18 @@ def generate_gpt2(
                          + (f" less the position offset {offset}." if offset else "."))
     buffer = ops.pad(token_ids, [[0, 0], [0, max_new_tokens]], constant_values=pad_token_id)
     cache_chunk = _cache_chunk(cache_chunk)
-    capacity = min(length, token_ids.shape[1] + cache_chunk) if cache_chunk else length
     cache = DecodingCache(lm)
-    caches = cache.prefill(token_ids, capacity)
+    # Steps start at the shortest prompt's last token; the positions before it
+    # are the context every beam shares.
+    first = ops.min(prompt_lengths) - 1
+    context, caches = cache.prefill(token_ids, first, cache_chunk or length)
 
     def next_logits(caches, tokens, index):
         last = ops.slice(tokens, [0, index - 1], [ops.shape(tokens)[0], 1])
-        logits, caches = cache.step(caches, last, index - 1)
+        logits, caches = cache.step(context, caches, last, index - 1)
         return logits[:, 0], caches
 
-    growth = (cache.AXIS, cache_chunk, cache.reserved) if cache_chunk else None
+    growth = (cache.AXIS, cache_chunk, -first) if cache_chunk else None
     return beam_search(next_logits, caches, buffer, prompt_lengths, num_beams=num_beams,
                        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                        length_penalty=length_penalty, end_token_id=end_token_id,

@@ -1,17 +1,26 @@
-"""GPT-2's decoding cache kept in attention layout, one key and one value tensor per layer.
+"""GPT-2's decoding cache in attention layout, the prompt's part shared by an input's beams.
 
 keras-hub's `GPT2CausalLM.call_with_cache` holds every layer's keys and values
 in one `(B, layers, 2, length, heads, dim)` tensor. Each decoding step slices
 a layer out of it, splits keys from values, writes the new position, stacks
 them back, and the attention transposes keys and values to `(B, heads,
 length, dim)` before its products (and, with prefixes, concatenates them in
-front): the whole cache is copied several times per layer and step.
+front): the whole cache is copied several times per layer and step. Beam
+search then repeats that cache for every beam and reorders it after every
+step, prompt included, although an input's beams all share their prompt.
 
-`DecodingCache` keeps each layer's keys and values in that `(B, heads, slots,
-dim)` layout, the layer's prefix in the first `reserved` slots and position
-`i` in slot `reserved + i`, so a step writes one slot and reads the cache once.
-The prompt itself goes through keras-hub's cached call (`prefill`); only the
-one-token steps (`step`) are computed here, from the backbone's own layers.
+`DecodingCache` splits each layer's keys and values in two, both in the
+`(rows, heads, slots, dim)` layout that the attention's products read:
+
+- the context, once per input: the layer's prefix in the first `reserved`
+  slots, then the prompt's positions up to `first` (the first position that
+  decoding steps compute), from keras-hub's cached call (`prefill`);
+- the steps' cache, one row per beam: position `first + i` in slot `i`,
+  written by the one-token steps (`step`), which are computed here from the
+  backbone's own layers.
+
+So a step writes one slot and reads each cache once, and what beam search
+copies and reorders is only what its beams do not share.
 
 Example:
 
@@ -24,8 +33,9 @@ Example:
 >>> lm = PrefixGPT2CausalLM(build_backbone("gpt2_tiny"), prefix_config=PrefixConfig(length=3))
 >>> prompt = np.array([[5, 6, 7]], "int32")
 >>> cache = DecodingCache(lm)
->>> caches = cache.prefill(prompt[:, :2], capacity=4)
->>> logits, caches = cache.step(caches, prompt[:, 2:], 2)
+>>> context, caches = cache.prefill(prompt[:, :2], first=1, capacity=2)
+>>> _, caches = cache.step(context, caches, prompt[:, 1:2], 1)
+>>> logits, caches = cache.step(context, caches, prompt[:, 2:], 2)
 >>> full = lm({"token_ids": prompt, "padding_mask": np.ones_like(prompt)})
 >>> bool(np.allclose(ops.convert_to_numpy(logits[:, 0]), ops.convert_to_numpy(full[:, 2]),
 ...                  atol=1e-5))
@@ -41,9 +51,13 @@ from kprefix.prefix.attention import concat_prefix
 class DecodingCache:
     """Prefill and one-token steps of a keras-hub `GPT2CausalLM` (prefixed, folded or plain).
 
-    Caches are a tuple with one `(keys, values)` pair per layer, each `(B,
-    heads, reserved + capacity, dim)`, slots along `AXIS`. Layers without a
-    prefix (SHALLOW placement) leave their reserved slots unseen.
+    `prefill` returns the context and the steps' caches (see the module doc).
+    The context is `(first, layers)`, each layer's `(keys, values)` being `(B,
+    heads, reserved + W, dim)`; the steps' caches are a tuple with one `(keys,
+    values)` pair per layer, each `(rows, heads, capacity, dim)`, slots along
+    `AXIS`, where `rows` is `B` times the number of beams (beams of an input
+    are consecutive rows). Layers without a prefix (SHALLOW placement) leave
+    their reserved slots unseen.
     """
 
     AXIS = 2
@@ -66,39 +80,44 @@ class DecodingCache:
             self.prefixes.append(None if source is None else source(False))
         self.reserved = max([0] + [p[0].shape[0] for p in self.prefixes if p is not None])
 
-    def prefill(self, token_ids, capacity):
-        """Caches with the `(B, W)` prompts' keys and values, room for `capacity` positions."""
+    def prefill(self, token_ids, first, capacity):
+        """`(context, caches)` for the `(B, W)` prompts, whose positions before
+        `first` are the context; the caches have room for `capacity` positions."""
         backbone = self.backbone
         width = token_ids.shape[1]
+        batch = ops.shape(token_ids)[0]
         heads, dim = backbone.num_heads, backbone.hidden_dim // backbone.num_heads
-        cache = ops.zeros((ops.shape(token_ids)[0], backbone.num_layers, 2, width, heads, dim),
+        cache = ops.zeros((batch, backbone.num_layers, 2, width, heads, dim),
                           dtype=self.lm.compute_dtype)
         _, _, cache = self.lm.call_with_cache(token_ids, cache, 0)
-        padding = [[0, 0], [0, 0], [0, capacity - width], [0, 0]]
         unseen = ops.zeros((self.reserved, heads, dim))  # slots of layers without a prefix
-        caches = []
+        context, caches = [], []
         for i, prefix in enumerate(self.prefixes):
             keys, values, _ = concat_prefix(cache[:, i, 0], cache[:, i, 1], None,
                                             *(prefix or (unseen, unseen)))
-            caches.append(tuple(ops.pad(ops.transpose(t, (0, 2, 1, 3)), padding)
-                                for t in (keys, values)))
-        return tuple(caches)
+            context.append(tuple(ops.transpose(t, (0, 2, 1, 3)) for t in (keys, values)))
+            caches.append(tuple(ops.zeros((batch, heads, capacity, dim), dtype=keys.dtype)
+                                for _ in range(2)))
+        return (first, tuple(context)), tuple(caches)
 
-    def step(self, caches, token_ids, index):
-        """`((B, 1, vocab) logits, caches)` for the `(B, 1)` tokens at position `index`."""
+    def step(self, context, caches, token_ids, index):
+        """`((rows, 1, vocab) logits, caches)` for the `(rows, 1)` tokens at position `index`."""
         backbone = self.backbone
+        first, context = context
         x = backbone.token_embedding(token_ids)
         x = backbone.embeddings_add((x, backbone.position_embedding(x, start_index=index)))
-        slot = self.reserved + index
-        slots = ops.arange(ops.shape(caches[0][0])[self.AXIS])
-        written = (slots >= self.reserved) & (slots <= slot)
-        with_prefix = written | (slots < self.reserved)
+        slot = index - first
+        written = ops.arange(ops.shape(caches[0][0])[self.AXIS]) <= slot
+        context_slots = ops.arange(ops.shape(context[0][0])[self.AXIS])
+        prompt_seen = (context_slots >= self.reserved) & (context_slots < self.reserved + first)
+        with_prefix = prompt_seen | (context_slots < self.reserved)
         updated = []
-        for layer, prefix, (keys, values) in zip(backbone.transformer_layers, self.prefixes,
-                                                 caches):
-            attended, keys, values = _attend(
-                layer._self_attention_layer, layer._self_attention_layer_norm(x), keys, values,
-                slot, written if prefix is None else with_prefix)
+        for layer, prefix, shared, (keys, values) in zip(
+                backbone.transformer_layers, self.prefixes, context, caches):
+            seen = ops.concatenate([prompt_seen if prefix is None else with_prefix, written])
+            attended, keys, values = _attend(layer._self_attention_layer,
+                                             layer._self_attention_layer_norm(x),
+                                             shared, keys, values, slot, seen)
             x = x + attended
             h = layer._feedforward_intermediate_dense(layer._feedforward_layer_norm(x))
             x = x + layer._feedforward_output_dense(h)
@@ -107,19 +126,35 @@ class DecodingCache:
         return backbone.token_embedding(x, reverse=True), tuple(updated)
 
 
-def _attend(attention, x, keys, values, slot, visible):
-    """`attention` of the `(B, 1, hidden)` queries over the visible slots, this one written."""
-    def heads_first(t):  # (B, 1, heads, dim) -> (B, heads, 1, dim): the same memory
-        return ops.reshape(t, (ops.shape(t)[0], t.shape[2], 1, t.shape[3]))
+def _attend(attention, x, context, keys, values, slot, seen):
+    """`attention` of the `(rows, 1, hidden)` queries over the context and
+    the step's cache, whose slot `slot` it writes; `seen` masks both, in order."""
+    rows, heads, dim = ops.shape(x)[0], keys.shape[1], keys.shape[3]
+    context_keys, context_values = context
+    inputs, shared = ops.shape(context_keys)[0], context_keys.shape[2]
+
+    def heads_first(t):  # (rows, 1, heads, dim) -> (rows, heads, 1, dim): the same memory
+        return ops.reshape(t, (rows, heads, 1, dim))
+
+    def by_input(t, n):  # (rows, heads, 1, n) -> (B, heads, beams, n)
+        return ops.transpose(ops.reshape(t, (inputs, -1, heads, n)), (0, 2, 1, 3))
+
+    def by_row(t, n):  # (B, heads, beams, n) -> (rows, heads, 1, n)
+        return ops.reshape(ops.transpose(t, (0, 2, 1, 3)), (rows, heads, 1, n))
 
     start = [0, 0, slot, 0]
     keys = ops.slice_update(keys, start, heads_first(attention._key_dense(x)))
     values = ops.slice_update(values, start, heads_first(attention._value_dense(x)))
     query = heads_first(attention._query_dense(x))
     query = query * ops.cast(attention._inverse_sqrt_key_dim, query.dtype)
-    scores = ops.einsum("bhqd,bhkd->bhqk", query, keys)
-    scores = ops.where(visible, ops.cast(scores, "float32"), float("-inf"))
+    shared_scores = ops.einsum("bhqd,bhkd->bhqk", by_input(query, dim), context_keys)
+    scores = ops.concatenate([by_row(shared_scores, shared),
+                              ops.einsum("bhqd,bhkd->bhqk", query, keys)], axis=-1)
+    scores = ops.where(seen, ops.cast(scores, "float32"), float("-inf"))
     probs = ops.cast(ops.softmax(scores, axis=-1), values.dtype)
-    output = ops.einsum("bhqk,bhkd->bhqd", probs, values)
-    output = ops.reshape(output, (ops.shape(output)[0], 1, output.shape[1], output.shape[3]))
+    shared_output = ops.einsum("bhqk,bhkd->bhqd", by_input(probs[..., :shared], shared),
+                               context_values)
+    output = by_row(shared_output, dim) + ops.einsum("bhqk,bhkd->bhqd", probs[..., shared:],
+                                                     values)
+    output = ops.reshape(output, (rows, 1, heads, dim))
     return attention._output_dense(output), keys, values

@@ -22,8 +22,6 @@ import math
 import keras
 import keras_hub
 
-from kprefix.backbones import attention_sites
-from kprefix.backbones.matmul_projections import use_matmul_projections
 from kprefix.backbones.vit_class_token import keep_class_token_only
 from kprefix.runs.config import HEAD_INITIALIZERS
 from kprefix.tasks.image_preprocessors import image_preprocessor
@@ -76,9 +74,6 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
             `predict` and `evaluate` to raw images.
         **kwargs: further `ViTImageClassifier` arguments (`pooling`,
             `dropout`, `name`, ...).
-
-    The attention projections compute as one 2-D product each
-    (`kprefix.backbones.matmul_projections`): the same function, faster.
     """
 
     def __init__(self, backbone, num_classes, prefix_config=None, folded=False, seed=None,
@@ -88,8 +83,6 @@ class PrefixImageClassifier(PrefixedKerasHubTask, keras_hub.models.ViTImageClass
                                      and kwargs.get("pooling", "token") == "token")
         if self.class_token_only:
             keep_class_token_only(backbone)
-        for site in attention_sites(backbone):
-            use_matmul_projections(site.attention)
         kwargs.setdefault("head_dtype", "float32")
         super().__init__(backbone=backbone, num_classes=int(num_classes),
                          preprocessor=preprocessor, prefix_config=prefix_config, folded=folded,

@@ -17,8 +17,10 @@ Example:
 import keras
 import tensorflow as tf
 
+from kprefix.backbones import attention_sites
 from kprefix.backbones.exact_gelu import use_exact_gelu
 from kprefix.backbones.layer_classes import mix_into
+from kprefix.backbones.matmul_projections import use_matmul_projections
 from kprefix.prefix import PrefixConfig, PrefixTuning
 
 
@@ -89,7 +91,9 @@ class PrefixedKerasHubTask(PrefixedTaskMixin):
     `BartSeq2SeqLM`, `ViTImageClassifier`): the prefixes are installed into
     the backbone's attention layers, then the task wires the backbone as
     keras-hub does, so `fit`, `generate`, `predict`, presets and `.keras`
-    saving are keras-hub's own.
+    saving are keras-hub's own. The attention projections compute as one 2-D
+    product each (`kprefix.backbones.matmul_projections`): the same function,
+    faster.
     """
 
     def __init__(self, backbone, preprocessor=None, prefix_config=None, folded=False,
@@ -97,6 +101,8 @@ class PrefixedKerasHubTask(PrefixedTaskMixin):
         prefix_config, prefix = make_prefix(backbone, prefix_config, folded, seed)
         fast_tied_logits(backbone)
         use_exact_gelu(backbone)
+        for site in attention_sites(backbone):
+            use_matmul_projections(site.attention)
         super().__init__(backbone=backbone, preprocessor=preprocessor, **kwargs)
         self._keep_prefix(prefix, prefix_config, folded, seed)
 
