@@ -110,11 +110,13 @@ class DecodingCache:
         written = ops.arange(ops.shape(caches[0][0])[self.AXIS]) <= slot
         context_slots = ops.arange(ops.shape(context[0][0])[self.AXIS])
         prompt_seen = (context_slots >= self.reserved) & (context_slots < self.reserved + first)
-        with_prefix = prompt_seen | (context_slots < self.reserved)
+        # What a layer's queries see, context then steps: with or without its prefix.
+        seen_by = {False: ops.concatenate([prompt_seen, written]),
+                   True: ops.concatenate([prompt_seen | (context_slots < self.reserved), written])}
         updated = []
         for layer, prefix, shared, (keys, values) in zip(
                 backbone.transformer_layers, self.prefixes, context, caches):
-            seen = ops.concatenate([prompt_seen if prefix is None else with_prefix, written])
+            seen = seen_by[prefix is not None]
             attended, keys, values = _attend(layer._self_attention_layer,
                                              layer._self_attention_layer_norm(x),
                                              shared, keys, values, slot, seen)
