@@ -1,13 +1,18 @@
 import os
 
 # Both must happen before TensorFlow starts, so they run when pytest imports
-# this file, before any test module is collected: quiet TensorFlow's C++ logs,
-# and split the CPU into two logical devices so that MirroredStrategy can be
-# compared with the default strategy on one machine (`two_cpus`).
+# this file, before any test module is collected: quiet TensorFlow's C++ logs
+# (its start-up lines ignore the level, and the test workers' would end the
+# run's output), and split the CPU into two logical devices so that
+# MirroredStrategy can be compared with the default strategy on one machine
+# (`two_cpus`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+from kprefix.cli.tensorflow_logs import import_tensorflow_quietly  # noqa: E402
+
+tf = import_tensorflow_quietly(verbosity=None)
 
 _cpus = tf.config.list_physical_devices("CPU")
 if len(tf.config.get_logical_device_configuration(_cpus[0]) or []) < 2:
