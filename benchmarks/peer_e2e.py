@@ -158,7 +158,7 @@ def kprefix_units(data, side):
     train.set_precision(settings.precision)
     config = PrefixConfig("deep_share", "deep", PREFIX, mlp_hidden=MLP_HIDDEN,
                           share_across_layers=True)
-    lm = PrefixGPT2CausalLM(build_backbone("gpt2_small_random", dropout=False),
+    lm = PrefixGPT2CausalLM(build_backbone("gpt2_small_random", dropout=False, frozen=True),
                             prefix_config=config)
     steps = len(lengths) // BATCH
     compile_for_training(lm, settings, steps, 0, loss=SequenceSumCrossentropy())

@@ -50,7 +50,8 @@ def kprefix_lm(variant, backbone="gpt2_small_random", length=10, mlp_hidden=512,
     config = PrefixConfig(variant, "deep", length, mlp_hidden=mlp_hidden,
                           share_across_layers=variant == "deep_share",
                           position_offset=position_offset)
-    lm = PrefixGPT2CausalLM(build_backbone(backbone, seed=seed), prefix_config=config, seed=seed)
+    lm = PrefixGPT2CausalLM(build_backbone(backbone, seed=seed, frozen=True), prefix_config=config,
+                            seed=seed)
     return lm.fold() if folded else lm
 
 

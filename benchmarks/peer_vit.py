@@ -149,7 +149,8 @@ class KprefixSide:
         assert BUILT_IN[FLAGS.vit][1] == sizes(), f"kprefix's {FLAGS.vit} changed"
         settings = kprefix_training_flags()
         train.set_precision(settings.precision, log=lambda *_: None)
-        backbone = build_backbone(FLAGS.vit, seed=0, dropout=settings.backbone_dropout)
+        backbone = build_backbone(FLAGS.vit, seed=0, dropout=settings.backbone_dropout,
+                                  frozen=True)
         self.model = PrefixImageClassifier(
             backbone, NUM_CLASSES, PrefixConfig("deep_share", "deep", FLAGS.prefix_vectors),
             seed=0, head_init=settings.head_init)

@@ -22,7 +22,7 @@ import os
 
 import keras_hub
 
-from kprefix.backbones import bart, gpt2, hub, vit
+from kprefix.backbones import bart, frozen_storage, gpt2, hub, vit
 
 BUILT_IN = {
     "vit_tiny": (
@@ -72,13 +72,19 @@ def _without_dropout(cls, dropout):
     return {} if dropout else {argument: 0.0 for argument in DROPOUT_ARGUMENTS[cls]}
 
 
-def build_backbone(name, dtype=None, seed=0, dropout=True):
+def build_backbone(name, dtype=None, seed=0, dropout=True, frozen=False):
     """Builds (or loads) the backbone called `name`; see the module doc.
 
     `dropout=False` builds it with every dropout rate at 0, so the frozen
     backbone computes the same in training as in inference (the reference
     runs GPT-2 and ViT in eval mode); prefix dropout is separate.
+    `frozen=True` promises that nothing will train its weights: under a
+    mixed policy those it reads in the compute dtype are then stored in it
+    (`kprefix.backbones.frozen_storage`), with the same outputs.
     """
+    if frozen:
+        with frozen_storage.compute_dtype_storage():
+            return build_backbone(name, dtype, seed, dropout)
     if name in BUILT_IN:
         cls, kwargs = BUILT_IN[name]
         import keras

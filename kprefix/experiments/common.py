@@ -14,8 +14,9 @@ def strategy_and_backbone(config):
     train.set_precision(config.precision)
     with strategy.scope():
         try:
-            backbone = build_backbone(config.backbone, seed=config.seed,
-                                      dropout=config.backbone_dropout)
+            backbone = build_backbone(
+                config.backbone, seed=config.seed, dropout=config.backbone_dropout,
+                frozen=config.method.name in methods.FROZEN_BACKBONE_METHODS)
         except ValueError as error:
             raise app.UsageError(str(error)) from None
     return strategy, backbone

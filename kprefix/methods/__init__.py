@@ -34,6 +34,9 @@ from kprefix.options import check_fields, option
 
 METHODS = ("prefix", "linear", "finetune", "partial", "lora", "vpt", "adapter")
 TEXT_METHODS = ("prefix", "finetune", "partial", "lora", "adapter")
+# Methods that train no backbone weight and add their own float32 weights
+# (adapters take the backbone's policy; LoRA merges into the frozen kernels).
+FROZEN_BACKBONE_METHODS = ("prefix", "linear", "vpt")
 PLACEMENTS = ("shallow", "deep")
 
 
