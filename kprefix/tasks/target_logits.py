@@ -39,14 +39,20 @@ def target_batch(labels, weights):
     """`(positions, labels, weights)` of the positions with non-zero weight,
     as one row for `SequenceSumCrossentropy`.
 
-    `positions` are `[n, 2]` (row, column) indices; the labels and weights are
-    `[1, n]`, the weights divided by the batch's row count, so that the row's
-    sequence sum is the batch's loss. Row 0 of `positions` is the batch's
-    first target token: Keras's loss tracker counts rows by the first input.
+    `positions` are `[n + 1, 2]` (row, column) indices; the labels and
+    weights are `[1, n + 1]`, the weights divided by the batch's row count, so
+    that the row's sequence sum is the batch's loss. The last position is
+    (0, 0) with weight 0: a batch without target tokens (all padding) still
+    gives a block to average over, where an empty one would make Keras's
+    weighted metrics NaN for the rest of the epoch. Row 0 of `positions` is
+    the batch's first target token: Keras's loss tracker counts rows by the
+    first input.
     """
-    positions = tf.where(tf.not_equal(weights, 0))
+    targets = tf.where(tf.not_equal(weights, 0))
     rows = tf.cast(tf.shape(weights)[0], weights.dtype)
-    gathered_weights = tf.gather_nd(weights, positions) / rows
+    gathered_weights = tf.concat([tf.gather_nd(weights, targets) / rows,
+                                  tf.zeros([1], weights.dtype)], axis=0)
+    positions = tf.concat([targets, tf.zeros([1, 2], targets.dtype)], axis=0)
     return positions, tf.gather_nd(labels, positions)[None], gathered_weights[None]
 
 
