@@ -2,8 +2,8 @@ import os
 
 # Both must happen before TensorFlow starts, so they run when pytest imports
 # this file, before any test module is collected: quiet TensorFlow's C++ logs
-# (its start-up lines ignore the level, and the test workers' would end the
-# run's output), and split the CPU into two logical devices so that
+# (its start-up lines ignore the level, and under pytest-xdist they would end
+# the run's output), and split the CPU into two logical devices so that
 # MirroredStrategy can be compared with the default strategy on one machine
 # (`two_cpus`).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
