@@ -1,5 +1,6 @@
 """Beam search and greedy decoding over the cached, prefixed language models."""
 
+import collections
 import itertools
 import re
 
@@ -303,6 +304,24 @@ def test_beams_share_the_prompt_context_and_step_with_plain_products():
                    and op.type in ("MatMul", "BatchMatMulV2", "Einsum")]
     assert len(projections) == 4 * lm.backbone.num_layers
     assert {op.type for op in projections} == {"MatMul"}
+
+
+def test_a_beam_step_copies_each_cache_once():
+    """Each step reorders a layer's keys and values with the beams (one copy)
+    and writes its slot into that copy in place: no second copy of the cache."""
+    lm = placed_gpt2_lm("deep_share", "deep")
+
+    @tf.function
+    def decode(token_ids, padding_mask):
+        return generate_gpt2(lm, token_ids, padding_mask, num_beams=3, max_new_tokens=4,
+                             end_token_id=7)
+
+    graph = decode.get_concrete_function(tf.constant(PROMPTS), tf.constant(PROMPT_MASK)).graph
+    [body] = [f for f in graph.as_graph_def().library.function
+              if f.signature.name.startswith("while_body")]
+    ops_in_body = collections.Counter(node.op for node in body.node_def)
+    assert ops_in_body["InplaceUpdate"] == 2 * lm.backbone.num_layers
+    assert not ops_in_body.keys() & {"XlaDynamicUpdateSlice", "TensorScatterUpdate"}
 
 
 def test_blocks_the_cache_cannot_recompute_are_refused():

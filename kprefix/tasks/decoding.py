@@ -100,6 +100,7 @@ def beam_search(
     no_repeat_ngram_size=0,
     force_end_at_max_length=False,
     state_growth=None,
+    reorder_in_step=False,
 ):
     """Beam search over a cached step function; see the module doc for the rules.
 
@@ -132,6 +133,12 @@ def beam_search(
             whenever it is full, so each step reads and copies a cache about
             as long as the sequence so far instead of the whole buffer. Its
             length then varies inside the loop, which XLA cannot compile.
+        reorder_in_step: if true, the state is not reordered here:
+            `next_logits(state, tokens, index, beam_rows)` gets the
+            `(B * num_beams,)` rows of `state` that its beams continue and
+            reorders the state itself, so that it can write its new cache
+            slot into the reordered copy in place instead of copying the
+            cache twice per step.
 
     Returns:
         `(tokens, scores)`: `(B, max_new_tokens)` int32 generated tokens of the
@@ -187,14 +194,18 @@ def beam_search(
     def normalize(sums, generated_length):
         return sums / ops.power(ops.cast(generated_length, "float32"), length_penalty)
 
-    def cond(index, tokens, beam_scores, pool_scores, pool_tokens, done, state):
+    def cond(index, tokens, beam_scores, pool_scores, pool_tokens, done, state, beam_rows):
         return ops.logical_and(index < length, ops.logical_not(ops.all(done)))
 
-    def body(index, tokens, beam_scores, pool_scores, pool_tokens, done, state):
+    def body(index, tokens, beam_scores, pool_scores, pool_tokens, done, state, beam_rows):
         if state_growth is not None:
             axis, chunk, reserved = state_growth
             state = tree.map_structure(lambda x: _grow(x, reserved + index, axis, chunk), state)
-        logits, state = next_logits(state, ops.reshape(tokens, (batch * beams, length)), index)
+        flat_tokens = ops.reshape(tokens, (batch * beams, length))
+        if reorder_in_step:
+            logits, state = next_logits(state, flat_tokens, index, beam_rows)
+        else:
+            logits, state = next_logits(state, flat_tokens, index)
         vocab = ops.shape(logits)[-1]
         log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
         log_probs = ops.reshape(log_probs, (batch, beams, vocab))
@@ -247,10 +258,10 @@ def beam_search(
         next_tokens = ops.where(keep, _column(tokens, index), next_tokens)
         next_scores = ops.where(keep, beam_scores, next_scores)
         tokens = ops.where(at_index, next_tokens[:, :, None], _gather_beams(tokens, next_beams))
-        if beams > 1:  # a single beam always continues itself: no cache to reorder
-            flat_beams = ops.reshape(
-                ops.arange(batch, dtype="int32")[:, None] * beams + next_beams, (-1,))
-            state = tree.map_structure(lambda x: ops.take(x, flat_beams, axis=0), state)
+        beam_rows = ops.reshape(
+            ops.arange(batch, dtype="int32")[:, None] * beams + next_beams, (-1,))
+        if beams > 1 and not reorder_in_step:  # a single beam always continues itself
+            state = tree.map_structure(lambda x: ops.take(x, beam_rows, axis=0), state)
 
         pool_full = ops.all(pool_scores > float("-inf"), axis=1)
         if beams == 1 or early_stopping == "first":
@@ -270,16 +281,18 @@ def beam_search(
         pool_scores, pool_tokens = _keep_best(pool_scores, pool_tokens,
                                               running_scores, tokens, beams)
         done = done | newly_done | out_of_length
-        return index + 1, tokens, next_scores, pool_scores, pool_tokens, done, state
+        return index + 1, tokens, next_scores, pool_scores, pool_tokens, done, state, beam_rows
 
+    beam_rows = ops.arange(batch * beams, dtype="int32")
     loop_vars = (ops.min(prompt_lengths), tokens, beam_scores, pool_scores, pool_tokens, done,
-                 state)
+                 state, beam_rows)
     shapes = tree.map_structure(lambda x: tf.TensorShape(x.shape), loop_vars)
     if state_growth is not None:
         axis = state_growth[0]
-        shapes = shapes[:-1] + (tree.map_structure(
-            lambda x: tf.TensorShape(x.shape[:axis] + (None,) + x.shape[axis + 1:]), state),)
-    _, _, _, pool_scores, pool_tokens, _, _ = tf.while_loop(
+        shapes = shapes[:-2] + (tree.map_structure(
+            lambda x: tf.TensorShape(x.shape[:axis] + (None,) + x.shape[axis + 1:]), state),
+            shapes[-1])
+    _, _, _, pool_scores, pool_tokens, _, _, _ = tf.while_loop(
         cond, body, loop_vars, shape_invariants=shapes, maximum_iterations=length)
 
     best = ops.cast(ops.argmax(pool_scores, axis=1), "int32")
@@ -362,9 +375,9 @@ def generate_gpt2(
     first = ops.min(prompt_lengths) - 1
     context, caches = cache.prefill(token_ids, first, cache_chunk or length)
 
-    def next_logits(caches, tokens, index):
+    def next_logits(caches, tokens, index, beam_rows):
         last = ops.slice(tokens, [0, index - 1], [ops.shape(tokens)[0], 1])
-        logits, caches = cache.step(context, caches, last, index - 1)
+        logits, caches = cache.step(context, caches, last, index - 1, beam_rows)
         return logits[:, 0], caches
 
     growth = (cache.AXIS, cache_chunk, -first) if cache_chunk else None
@@ -373,7 +386,8 @@ def generate_gpt2(
                        length_penalty=length_penalty, end_token_id=end_token_id,
                        banned_token_ids=banned_token_ids, pad_token_id=pad_token_id,
                        early_stopping=early_stopping, length_normalization=length_normalization,
-                       no_repeat_ngram_size=no_repeat_ngram_size, state_growth=growth)
+                       no_repeat_ngram_size=no_repeat_ngram_size, state_growth=growth,
+                       reorder_in_step=True)
 
 
 def generate_bart(
