@@ -262,9 +262,10 @@ def save_random_checkpoint(block, folder, tokenizer):
                                          **dropout, **sizes)
         transformers.GPT2LMHeadModel(config).save_pretrained(folder)
         return
+    # Dropout 0.1 everywhere, as BART's hub configs and keras-hub's one rate have it.
     config = transformers.BartConfig(
-        max_position_embeddings=1024, dropout=0.1, attention_dropout=0.0,
-        activation_dropout=0.0, scale_embedding=False, pad_token_id=1, bos_token_id=0,
+        max_position_embeddings=1024, dropout=0.1, attention_dropout=0.1,
+        activation_dropout=0.1, scale_embedding=False, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2, **sizes)
     transformers.BartForConditionalGeneration(config).save_pretrained(folder)
     # Hub checkpoints of BART spell out num_hidden_layers, which keras-hub's
