@@ -5,9 +5,10 @@ GPT-2 on E2E and BART on XSUM.
     python benchmarks/peer_e2e.py [--rounds=2] [--examples=400] [--json_output=FILE]
 
 The defaults (400 E2E pairs, 50 decoded E2E sources, 32 XSUM documents,
-2 rounds) take about an hour and a half on a 2-core machine;
-`--examples=100 --decode_sources=20 --xsum_examples=16` about half an hour,
-and `--size=tiny` (tiny configs of both models) is a smoke run.
+2 rounds) take well over an hour on a 2-core machine;
+`--examples=100 --decode_sources=20 --xsum_examples=16 --xsum_decode_sources=10`
+took 40 minutes, and `--size=tiny` (tiny configs of both models) is a smoke
+run of a few minutes.
 
 Each model's weights are random, made once by `transformers` (seed 0) and
 saved as a Hugging Face checkpoint folder that both sides load: PEFT with

@@ -149,10 +149,10 @@ def _write_slot(cache, slot, new, rows=None):
         cache = cache if rows is None else ops.take(cache, rows, axis=0)
         return ops.slice_update(cache, [0, 0, slot, 0], new)
     cache = tf.gather(cache, rows)
-    count, heads, slots, dim = ops.shape(cache)[0], cache.shape[1], ops.shape(cache)[2], \
-        cache.shape[3]
-    rows_of_slot = (ops.arange(count * heads, dtype="int32") * slots + slot)
-    written = tf.raw_ops.InplaceUpdate(x=ops.reshape(cache, (-1, dim)), i=rows_of_slot,
+    count, heads, slots, dim = ops.shape(cache)
+    # Viewed as (rows * heads * slots, dim): row r * slots + slot of each (row, head) r.
+    where = ops.arange(count * heads, dtype="int32") * slots + slot
+    written = tf.raw_ops.InplaceUpdate(x=ops.reshape(cache, (-1, dim)), i=where,
                                        v=ops.reshape(new, (-1, dim)))
     return ops.reshape(written, ops.shape(cache))
 
