@@ -293,7 +293,7 @@ def kprefix_settings(block):
 
 
 def kprefix_batches(block, data, spec, end):
-    """`(batches, real lengths per axis)` of one pass: `--length_buckets=spec`
+    """The batches of one pass: `--length_buckets=spec`
     buckets, the epoch order of seed 0, the recipe's token weights."""
     from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_buckets
 
