@@ -269,14 +269,6 @@ def save_random_checkpoint(block, folder, tokenizer):
         activation_dropout=0.1, scale_embedding=False, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2, **sizes)
     transformers.BartForConditionalGeneration(config).save_pretrained(folder)
-    # Hub checkpoints of BART spell out num_hidden_layers, which keras-hub's
-    # converter reads; transformers 5 no longer writes it.
-    path = os.path.join(folder, "config.json")
-    with open(path) as file:
-        saved = json.load(file)
-    saved["num_hidden_layers"] = saved["encoder_layers"]
-    with open(path, "w") as file:
-        json.dump(saved, file, indent=1)
 
 
 def kprefix_settings(block):

@@ -208,14 +208,24 @@ def bart_by_hand(t):
     return backbone
 
 
-def test_bart_checkpoint_gives_the_logits_of_the_same_weights_set_by_hand(tmp_path):
-    rng = np.random.default_rng(1)
+def bart_vocabulary():
     vocabulary = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     for symbol in _byte_symbols():
         vocabulary[symbol] = len(vocabulary)
     vocabulary["<mask>"] = len(vocabulary)
     assert len(vocabulary) <= VOCAB
-    folder = _write(tmp_path / "bart", bart_tensors(rng), BART_CONFIG, **_bpe_files(vocabulary))
+    return vocabulary
+
+
+# transformers 5 no longer writes num_hidden_layers; hub checkpoints have it.
+@pytest.mark.parametrize("written_by", ["hub", "transformers_5"])
+def test_bart_checkpoint_gives_the_logits_of_the_same_weights_set_by_hand(tmp_path, written_by):
+    rng = np.random.default_rng(1)
+    vocabulary = bart_vocabulary()
+    config = dict(BART_CONFIG)
+    if written_by == "transformers_5":
+        del config["num_hidden_layers"]
+    folder = _write(tmp_path / "bart", bart_tensors(rng), config, **_bpe_files(vocabulary))
 
     loaded = build_backbone(folder)
     reference = bart_by_hand(bart_tensors(np.random.default_rng(1)))
@@ -231,6 +241,15 @@ def test_bart_checkpoint_gives_the_logits_of_the_same_weights_set_by_hand(tmp_pa
     assert isinstance(tokenizer, keras_hub.models.BartTokenizer)
     assert [int(i) for i in tokenizer(" the")] == [vocabulary["Ġt"], vocabulary["he"]]
     assert (tokenizer.start_token_id, tokenizer.pad_token_id, tokenizer.end_token_id) == (0, 1, 2)
+
+
+def test_bart_with_unequal_encoder_and_decoder_depths_is_refused(tmp_path):
+    config = {key: value for key, value in BART_CONFIG.items() if key != "num_hidden_layers"}
+    config["decoder_layers"] = LAYERS + 1
+    folder = _write(tmp_path / "bart", bart_tensors(np.random.default_rng(1)), config,
+                    **_bpe_files(bart_vocabulary()))
+    with pytest.raises(ValueError, match="encoder and .* decoder layers; keras-hub's BartBack"):
+        build_backbone(folder)
 
 
 # --- ViT -------------------------------------------------------------------

@@ -137,6 +137,7 @@ def load_backbone(handle, dtype=None, **overrides):
     if config is None:
         return keras_hub.models.Backbone.from_preset(handle, dtype=dtype, **overrides)
     backbone_class(handle)  # Fails early, naming the model type.
+    config = _with_keys_converters_read(config, handle)
     converter = CONVERTERS[config["model_type"]]
     _check_safetensors(handle)
     arguments = {**converter.convert_backbone_config(config), **overrides}
@@ -144,6 +145,18 @@ def load_backbone(handle, dtype=None, **overrides):
     with BaseModelSafetensorLoader(handle) as loader:
         converter.convert_weights(backbone, loader, config)
     return backbone
+
+
+def _with_keys_converters_read(config, handle):
+    """`config` with BART's `num_hidden_layers`, which keras-hub's converter reads
+    and hub checkpoints spell out but transformers 5 no longer writes."""
+    if config["model_type"] != "bart" or "num_hidden_layers" in config:
+        return config
+    encoder, decoder = config.get("encoder_layers"), config.get("decoder_layers")
+    if encoder != decoder:
+        raise ValueError(f"{handle!r} is a BART with {encoder} encoder and {decoder} decoder "
+                         "layers; keras-hub's BartBackbone has one depth for both.")
+    return {**config, "num_hidden_layers": encoder}
 
 
 def _check_safetensors(handle):
