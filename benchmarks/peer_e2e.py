@@ -7,7 +7,7 @@ GPT-2 on E2E and BART on XSUM.
 The defaults (400 E2E pairs, 50 decoded E2E sources, 32 XSUM documents,
 2 rounds) take well over an hour on a 2-core machine;
 `--examples=100 --decode_sources=20 --xsum_examples=16 --xsum_decode_sources=10`
-took 40 minutes, and `--size=tiny` (tiny configs of both models) is a smoke
+took 41 minutes, and `--size=tiny` (tiny configs of both models) is a smoke
 run of a few minutes.
 
 Each model's weights are random, made once by `transformers` (seed 0) and
@@ -285,9 +285,10 @@ def kprefix_settings(block):
 
 
 def kprefix_batches(block, data, spec, end):
-    """The batches of one pass: `--length_buckets=spec`
-    buckets, the epoch order of seed 0, the recipe's token weights."""
-    from kprefix.data.length_buckets import bucket_ids, epoch_batches, parse_length_buckets
+    """The batches of one pass: `--length_buckets=spec` buckets and the epoch
+    order of seed 0; target tokens weigh 1."""
+    from kprefix.data.length_buckets import (bucket_ids, epoch_batches, paired_boundaries,
+                                             parse_length_buckets)
 
     if block.is_bart:
         axes = [data["lengths"][:, 0], data["lengths"][:, 1]]
@@ -295,8 +296,7 @@ def kprefix_batches(block, data, spec, end):
         axes = [data["lengths"] - 1]  # tokens fed in (the last token is only a label)
     boundaries = [parse_length_buckets(spec, lengths, maximum)
                   for lengths, maximum in zip(axes, block.maxima)]
-    count = max(len(b) for b in boundaries)  # as the launcher pairs the axes' buckets
-    boundaries = [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries]
+    boundaries = paired_boundaries(boundaries)  # as the launcher pairs the axes' buckets
     buckets = bucket_ids(axes, boundaries)
     batches = []
     for indices, bucket in epoch_batches(buckets, block.batch, 0, 0, True).as_numpy_iterator():
@@ -309,7 +309,6 @@ def kprefix_batches(block, data, spec, end):
                                                    ("decoder", widths[1])))
             labels = fit_width(data["labels"][indices], widths[1], 1)
             weights = masks[1].astype(np.float32)
-            weights *= len(indices) / weights.sum()  # --text_loss=token_mean
             batches.append(({"encoder_token_ids": encoder, "encoder_padding_mask": masks[0],
                              "decoder_token_ids": decoder, "decoder_padding_mask": masks[1]},
                             labels, weights))
@@ -340,7 +339,7 @@ def kprefix_units(block, folder, side):
     from kprefix.prefix import PrefixConfig
     from kprefix.runs import train
     from kprefix.tasks import PrefixBartSeq2SeqLM, PrefixGPT2CausalLM
-    from kprefix.tasks.text_loss import SequenceSumCrossentropy
+    from kprefix.tasks.text_loss import SequenceSumCrossentropy, token_mean_weights
 
     data = dict(np.load(os.path.join(folder, "workload.npz")))
     tokenizer = tokenizer_for(block, folder)
@@ -360,8 +359,11 @@ def kprefix_units(block, folder, side):
             continue
         batches = kprefix_batches(block, data, spec, tokenizer.end_token_id)
         signature = tree_spec(batches[0])
-        dataset = train.without_autotuning(tf.data.Dataset.from_generator(
-            lambda b=batches: iter(b), output_signature=signature).cache())
+        dataset = tf.data.Dataset.from_generator(lambda b=batches: iter(b),
+                                                 output_signature=signature)
+        if block.text_loss == "token_mean":  # as the launcher weights its batches
+            dataset = dataset.map(token_mean_weights)
+        dataset = train.without_autotuning(dataset.cache())
 
         def run(dataset=dataset, steps=None):
             lm.fit(dataset.take(steps) if steps else dataset, epochs=1, verbose=0,

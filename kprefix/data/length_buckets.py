@@ -135,6 +135,17 @@ def parse_length_buckets(spec, lengths, maximum, max_buckets=8):
     return tuple(sorted(set(values) | {maximum}))
 
 
+def paired_boundaries(boundaries_per_axis):
+    """The axes' bucket lengths as one list of buckets: bucket i pads each axis
+    to its i-th length, the shorter lists repeating their first.
+
+    >>> paired_boundaries([(64, 128, 512), (64,)])
+    [(64, 128, 512), (64, 64, 64)]
+    """
+    count = max(len(b) for b in boundaries_per_axis)
+    return [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries_per_axis]
+
+
 def bucket_ids(lengths_per_axis, boundaries_per_axis):
     """The first bucket that fits each example on every axis (numpy int array)."""
     ids = [np.searchsorted(np.asarray(b), np.minimum(np.asarray(n), b[-1]), side="left")

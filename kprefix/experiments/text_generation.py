@@ -17,7 +17,8 @@ from absl import app
 from kprefix.data import nlg
 from kprefix.data.batching import num_batches, pad_to_full_batch
 from kprefix.data.length_buckets import (bucket_ids, epoch_batches, estimated_lengths,
-                                         fitting_bucket, length_sample, parse_length_buckets)
+                                         fitting_bucket, length_sample, paired_boundaries,
+                                         parse_length_buckets)
 from kprefix.experiments.common import (apply_method, build_task, check_batching,
                                         compile_for_training, describe_parameters, fit,
                                         strategy_and_backbone)
@@ -145,9 +146,7 @@ def _length_buckets(config, features, sources, targets, maxima):
         if config.length_buckets != "auto":
             # Explicit lengths are the encoder's; the decoder keeps its full length.
             boundaries[1] = boundaries[1][-1:]
-        # Bucket i pads each axis to its i-th length: the shorter list repeats its first.
-        count = max(len(b) for b in boundaries)
-        boundaries = [(b[0],) * (count - len(b)) + tuple(b) for b in boundaries]
+        boundaries = paired_boundaries(boundaries)
     source_characters, target_characters = (np.array([len(text) for text in texts])
                                             for texts in (sources, targets))
     characters = ([source_characters + target_characters] if len(maxima) == 1
