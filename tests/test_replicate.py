@@ -180,6 +180,14 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
         "seeds_by_size": {"100": [42, 44]}, "schedule_by_size": {"100": {}},
         "matched_steps": False}
     assert results["sample_efficiency_gaps"] == []  # No-share is not among its variants
+    # Validation accuracy against the training epochs, with the selected settings.
+    curve = results["training_length"]
+    assert (curve["task"], curve["split"], curve["epochs"]) == ("count", "val200", [1, 3])
+    assert set(curve["validation_accuracy"]) == {"deep_share-deep"}
+    run = os.path.join(out, "runs", "count", "deep_share-deep", "epochs3", "final", "seed42")
+    launched = json.loads(open(os.path.join(run, "results.json")).read())
+    assert launched["flags"]["epochs"] == 3 and launched["eval_split"] == "val200"
+    assert curve["validation_accuracy"]["deep_share-deep"]["3"] == launched["eval_accuracy"]
     selection = results["selection"]["count"]["deep_share-deep"]
     assert selection["grid"] == {"learning_rates": [1.0], "weight_decays": [0.0]}
     assert selection["at_grid_edge"] is False and selection["grid_extensions"] == 0
@@ -189,14 +197,29 @@ def test_quick_replication_writes_results_and_resumes(tmp_path):
     # The presets reload through the normal --backbone=<dir> path.
     from kprefix.backbones import build_backbone
 
-    assert build_backbone(results["presets"]["pretrained"]).num_layers == 2
+    assert results["presets"] == {"pretrained": "vit_pretrained", "random": "vit_random"}
+    assert build_backbone(os.path.join(out, results["presets"]["pretrained"])).num_layers == 2
 
     text_runs = _check_language_half(results, markdown, out)
+
+    # Publishing copies the results and writes the README's tables from them.
+    from kprefix.replicate import publish
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{publish.BEGIN}stale\n{publish.END}after\n")
+    docs = tmp_path / "docs"
+    assert {"results.json", "results.md", "timings.json"} <= set(
+        publish.publish(out, str(docs), str(readme)))
+    assert json.loads((docs / "results.json").read_text()) == results
+    tables = readme.read_text()
+    assert "stale" not in tables and tables.endswith(f"{publish.END}after\n")
+    row = rows["deep_share-deep"]
+    assert f"| deep_share-deep | {row['mean'] * 100:.1f} ± {row['std'] * 100:.1f} " in tables
 
     # Resume: a deleted run is the only one run again; the others are skipped.
     finished = sorted(glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"),
                                 recursive=True))
-    assert len(finished) == 2 * 3 + 2 + text_runs
+    assert len(finished) == 2 * 3 + 2 + 2 + text_runs
     removed = os.path.join(out, "runs", "count", "no_share-deep", "final", "seed44",
                            "results.json")
     os.remove(removed)
@@ -220,7 +243,7 @@ def _check_language_half(results, markdown, out):
     assert text["pretraining"]["corpus"]["sources"][0]["dropped_as_e2e_references"] == 0
     from kprefix.backbones import build_backbone
 
-    assert build_backbone(text["presets"]["pretrained"]).num_layers == 2
+    assert build_backbone(os.path.join(out, text["presets"]["pretrained"])).num_layers == 2
     assert text["fractions"]["train100pct"] == {
         "fraction": 1.0, "inputs": 4862, "pairs": 42061, "epochs": 1, "max_steps_per_epoch": 20}
     assert set(text["variants"]) == {"deep_share-deep", "no_share-deep"}
@@ -231,14 +254,22 @@ def _check_language_half(results, markdown, out):
         launched = json.loads(open(os.path.join(run, "results.json")).read())
         assert launched["scores"]["BLEU"] == row["values"][0]
         assert launched["num_eval_examples"] == 8 and launched["flags"]["backbone"] == \
-            text["presets"]["pretrained"]
+            os.path.abspath(os.path.join(out, text["presets"]["pretrained"]))
         # One epoch capped at --e2e_train_steps batches of the whole training set.
         assert "20 steps/epoch" in open(os.path.join(run, "launch.log")).read()
     assert [c["fraction"] for c in text["comparisons"]] == ["train100pct"]
     assert "one seed" in text["comparisons"][0]["sentence"]
     assert "Language: GPT-2 pretrained here" in markdown and "E2E test BLEU" in markdown
+    assert "data_dir" not in text["pretraining"]["config"]
     assert os.path.getsize(os.path.join(out, text["plot"])) > 1000
-    return 2
+    curve = text["training_length"]
+    assert (curve["variant"], curve["steps"]) == ("deep_share-deep", [5, 10])
+    run = os.path.join(out, "runs", "e2e", "deep_share-deep", "steps10", "final", "seed42")
+    launched = json.loads(open(os.path.join(run, "results.json")).read())
+    assert launched["eval_split"] == "validation" and launched["flags"]["max_steps_per_epoch"] == 10
+    assert curve["validation_bleu"]["10"] == launched["scores"]["BLEU"]
+    assert "E2E learning curve" in markdown
+    return 2 + 2
 
 
 def test_a_bad_language_flag_is_refused_before_anything_is_written(tmp_path):

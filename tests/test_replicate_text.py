@@ -93,6 +93,13 @@ def test_pretraining_windows_frame_texts_as_e2e_frames_its_targets():
     windows = token_windows(tokenizer, texts * 2, len(expected) - 1)
     assert windows.shape == (2, len(expected))
     assert windows.tolist() == [expected, expected]
+    # A (table, text) pair is the whole table-to-text example: the prompt, then the target.
+    x, _, _ = features(tf.constant(["name : Eagle"]), tf.constant([texts[0]]))
+    present = int(np.asarray(x["padding_mask"])[0].sum())  # the whole example fits
+    example = np.asarray(x["token_ids"])[0][:present].tolist()
+    assert example[-1] == end and example.count(end) == 2
+    windows = token_windows(tokenizer, [("name : Eagle", texts[0])] * 2, len(example) - 1)
+    assert windows.tolist() == [example, example]
 
 
 def test_e2e_fractions_schedule_about_the_same_number_of_steps():
@@ -111,14 +118,16 @@ def test_e2e_fractions_schedule_about_the_same_number_of_steps():
 @needs_data
 def test_pretraining_corpus_holds_no_e2e_reference():
     from kprefix.data import nlg
-    from kprefix.replicate.pretrain_text import pretraining_corpus
+    from kprefix.replicate.pretrain_text import pretraining_corpus, segments
 
     texts, sources = pretraining_corpus(str(DATA))
     webnlg = {" ".join(t.split()).lower() for split in ("train", "validation", "test")
               for e in nlg.load_webnlg(split, str(DATA)) for t in e.targets}
     assert sources[0]["texts"] == len(webnlg) and sources[1]["texts"] > 1300
     assert sum(s["texts"] for s in sources) == len(texts) > 25000
-    normalized = {" ".join(t.split()).lower() for t in texts}
+    # WebNLG texts come after their table of triples, as table-to-text frames them.
+    assert all(isinstance(t, tuple) and " : " in t[0] for t in texts[:sources[0]["texts"]])
+    normalized = {" ".join(segments(t)[-1].split()).lower() for t in texts}
     e2e = [t for split in ("train", "validation", "test")
            for e in nlg.load_e2e(split, str(DATA), source_format="raw") for t in e.targets]
     assert len(e2e) > 40000

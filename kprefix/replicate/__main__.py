@@ -35,6 +35,7 @@ skipped, so an interrupted replication resumes where it stopped.
 """
 
 import dataclasses
+import math
 import os
 import shlex
 import sys
@@ -81,6 +82,12 @@ flags.DEFINE_bool("sample_efficiency_matched_steps", True,
                   "Each smaller training set trains about the optimizer steps of the "
                   "1,000-example runs (epochs and warm-up epochs scaled up); else the launch "
                   "flags' epochs.")
+flags.DEFINE_string("training_length_task", "location_x",
+                    "Task whose validation accuracy is measured against the training length "
+                    "(--training_length_epochs) for --sample_efficiency_variants with their "
+                    "selected settings; empty: not measured.")
+flags.DEFINE_list("training_length_epochs", ["2", "5", "10", "20"],
+                  "Epochs of the training-length runs (train800 -> val200, the grid seed).")
 flags.DEFINE_multi_string("launch_flag", [],
                           "A --name=value flag every downstream launch gets (repeatable), "
                           "e.g. --launch_flag=--epochs=20.")
@@ -131,6 +138,10 @@ flags.DEFINE_integer("e2e_validation_examples", 50,
                      "Validation inputs (MRs) the grid is scored on (0: all 547).", lower_bound=0)
 flags.DEFINE_integer("e2e_test_examples", 100,
                      "Test inputs (MRs) the seed runs are scored on (0: all 630).", lower_bound=0)
+flags.DEFINE_list("e2e_training_length_steps", [],
+                  "E2E's learning curve: the first --text_variants row, with its selected "
+                  "settings, trained on the whole training set for each of these numbers of "
+                  "steps and scored on the validation inputs (empty: not run).")
 flags.DEFINE_multi_string("text_launch_flag", [],
                           "A --name=value flag every E2E launch gets (repeatable), "
                           "e.g. --text_launch_flag=--num_beams=3.")
@@ -169,10 +180,11 @@ def replicate():
     runs_dir = os.path.join(FLAGS.output_dir, "runs")
     tasks, selections = _compare_variants(runs_dir, vision, presets, pool)
     sample_efficiency = _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections)
+    training_length = _training_length(runs_dir, vision, presets, pool, selections)
     text = replicate_language(runs_dir, pool, language)
     timings = _record_timings(started, counter["started"], pool.parallel)
     _write_results(vision, tasks, selections, sample_efficiency, text, pretraining, presets,
-                   timings)
+                   timings, training_length)
     print(f"\nDone in {time.time() - started:.0f}s ({counter['started']} runs started): "
           f"{os.path.join(FLAGS.output_dir, 'results.md')}", flush=True)
 
@@ -188,6 +200,7 @@ class VisionPlan:
     protocol: object  # comparison.Protocol
     seeds_by_size: dict = None  # sample-efficiency size -> its seeds
     schedules: dict = None  # sample-efficiency size -> extra launch flags (matched steps)
+    training_epochs: list = None  # the training-length curve's epochs (empty: not run)
 
 
 def _vision_plan():
@@ -227,9 +240,15 @@ def _vision_plan():
                      else {} for size in sizes}
     except ValueError as error:
         raise app.UsageError(f"--sample_efficiency_*: {error}") from None
+    _usage(FLAGS.training_length_task and FLAGS.training_length_task not in FLAGS.tasks,
+           "--training_length_task must be one of --tasks (or empty).")
+    epochs = ([int(e) for e in sweep.parse_numbers(FLAGS.training_length_epochs,
+                                                   "training_length_epochs")]
+              if FLAGS.training_length_task else [])
+    _usage(any(e < 1 for e in epochs), "--training_length_epochs: use whole epochs >= 1.")
     chosen = [by_name[n] for n in names]
     rows = [*chosen, comparison.RANDOM_LINEAR] if "linear" in names else chosen
-    return VisionPlan(names, rows, by_name, sizes, protocol, by_size, schedules)
+    return VisionPlan(names, rows, by_name, sizes, protocol, by_size, schedules, epochs)
 
 
 def _launch_flag(name):
@@ -273,6 +292,12 @@ def _pretrain_vision():
 def _presets(pretrained, random):
     return {"pretrained": os.path.abspath(os.path.join(FLAGS.output_dir, pretrained)),
             "random": os.path.abspath(os.path.join(FLAGS.output_dir, random))}
+
+
+def _relative_to_output(presets):
+    """Preset folders as `results.json` records them: relative to --output_dir, so the
+    results name no path of the machine they ran on."""
+    return {name: os.path.relpath(path, FLAGS.output_dir) for name, path in presets.items()}
 
 
 def _launch_pool(started):
@@ -353,6 +378,37 @@ def _sample_efficiency(runs_dir, vision, presets, pool, tasks, selections):
     return sample_efficiency
 
 
+def _training_length(runs_dir, vision, presets, pool, selections):
+    """Validation accuracy of the sample-efficiency variants on `--training_length_task`
+    against the number of epochs, with their selected settings and the grid's seed and
+    splits (train800 -> val200): does accuracy still rise at the launch flags' epochs?
+    Returns `{"task", "split", "seed", "epochs", "validation_accuracy": {variant:
+    {epochs: accuracy}}}`, or None when not asked for."""
+    from kprefix import sweep
+    from kprefix.replicate import comparison
+
+    if not vision.training_epochs:
+        return None
+    task = FLAGS.training_length_task
+    plan = sweep.SplitPlan("train800", "val200", "train800", "val200")
+    runs = {}
+    for name in FLAGS.sample_efficiency_variants:
+        chosen = selections[task][name]
+        best = sweep.GridResult(chosen["learning_rate"], chosen["weight_decay"], math.nan)
+        for epochs in vision.training_epochs:
+            run, = sweep.final_runs(os.path.join(runs_dir, task, name, f"epochs{epochs}"), plan,
+                                    best, [vision.protocol.grid_seed])
+            runs[name, epochs] = dataclasses.replace(
+                run, flags=(*run.flags, ("epochs", str(epochs))))
+    pool.map(lambda key: pool.run(runs[key], comparison.variant_launch_args(
+        vision.protocol, vision.by_name[key[0]], task, presets)), list(runs))
+    accuracy = {}
+    for (name, epochs), run in runs.items():
+        accuracy.setdefault(name, {})[str(epochs)] = comparison.final_accuracy(run)
+    return {"task": task, "split": "val200", "seed": vision.protocol.grid_seed,
+            "epochs": vision.training_epochs, "validation_accuracy": accuracy}
+
+
 def _sample_efficiency_gaps(sample_efficiency):
     """Deep-share minus No-share per size and its trend, per task and placement."""
     from kprefix.replicate.results import PLACEMENTS
@@ -377,7 +433,7 @@ def _record_timings(started, runs_started, parallel):
 
 
 def _write_results(vision, tasks, selections, sample_efficiency, text, pretraining, presets,
-                   timings):
+                   timings, training_length):
     """Writes the plots, then `results.json` and `results.md`."""
     from kprefix.replicate import results
 
@@ -392,7 +448,7 @@ def _write_results(vision, tasks, selections, sample_efficiency, text, pretraini
                       for task, by_variant in selections.items()},
         "transfer": _transfer(vision, tasks),
         "vision_pretraining": pretraining,
-        "presets": presets,
+        "presets": _relative_to_output(presets),
         "sample_efficiency": sample_efficiency,
         "sample_efficiency_sizes": sizes,
         "sample_efficiency_design": {
@@ -400,6 +456,7 @@ def _write_results(vision, tasks, selections, sample_efficiency, text, pretraini
             "schedule_by_size": {str(n): schedule for n, schedule in vision.schedules.items()},
             "matched_steps": FLAGS.sample_efficiency_matched_steps},
         "sample_efficiency_gaps": _sample_efficiency_gaps(sample_efficiency),
+        "training_length": training_length,
         "timings": timings,
         "text": text,
         "notes": [],
@@ -426,6 +483,7 @@ class LanguagePlan:
     by_name: dict = None  # the E2E comparison rows
     fractions: list = None
     protocol: object = None  # text_comparison.TextProtocol
+    training_length_steps: list = None  # E2E's learning curve (empty: not run)
 
 
 def _language_plan():
@@ -445,6 +503,11 @@ def _language_plan():
     _usage(any(not 0 < f <= 1 for f in fractions) or not 0 < FLAGS.e2e_grid_fraction <= 1,
            "--e2e_fractions and --e2e_grid_fraction: use fractions in (0, 1], "
            "e.g. 0.01,0.05,0.2,1.")
+    curve_steps = ([int(n) for n in sweep.parse_numbers(FLAGS.e2e_training_length_steps,
+                                                        "e2e_training_length_steps")]
+                   if FLAGS.e2e_training_length_steps else [])
+    _usage(any(n < 1 for n in curve_steps) or (curve_steps and not FLAGS.text_variants),
+           "--e2e_training_length_steps: use whole numbers of steps >= 1, with --text_variants.")
     try:
         data_dir = str(nlg.shared_data_dir(FLAGS.text_data_dir))
         missing = [name for name in ("e2e", "webnlg2017", "xsum")
@@ -470,7 +533,8 @@ def _language_plan():
         test_examples=FLAGS.e2e_test_examples,
         launch_args=("--config=nlg/table_to_text", "--dataset=e2e", "--noexport",
                      f"--text_data_dir={data_dir}", *FLAGS.text_launch_flag))
-    return LanguagePlan(None, data_dir, references_per_input, by_name, fractions, protocol)
+    return LanguagePlan(None, data_dir, references_per_input, by_name, fractions, protocol,
+                        curve_steps)
 
 
 def replicate_language(runs_dir, pool, plan):
@@ -481,13 +545,20 @@ def replicate_language(runs_dir, pool, plan):
         return {"skipped": plan.skipped}
     pretraining, presets = _pretrain_text(plan.data_dir)
     text = {"task": "e2e", "metric": "BLEU (0-1, official-faithful E2E scorer)",
-            "pretraining": pretraining, "presets": presets, "seeds": [],
+            "pretraining": pretraining, "presets": _relative_to_output(presets), "seeds": [],
             "fractions": {}, "variants": {}, "selection": {}, "comparisons": [], "transfer": []}
     if not FLAGS.text_variants or not plan.fractions:
         return text
     _describe_e2e_protocol(text, plan)
     _compare_text_variants(text, runs_dir, pool, plan, presets)
     text["transfer"] = _text_transfer(text)
+    if plan.training_length_steps:
+        from kprefix.replicate import text_comparison
+
+        first = FLAGS.text_variants[0]
+        text["training_length"] = text_comparison.run_training_length(
+            runs_dir, plan.by_name[first], plan.protocol, presets, plan.references_per_input,
+            pool, text["selection"][first], plan.training_length_steps)
     return text
 
 

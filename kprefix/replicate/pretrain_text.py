@@ -3,13 +3,17 @@
 The corpus (`pretraining_corpus`) is the benchmark text that ships with the
 shared data folder (`kprefix.data.nlg.shared_data_dir`) except E2E, the
 downstream task: the WebNLG 2017 lexicalisations (every reference sentence of
-the train, dev and test files) and the XSUM articles and their summaries. A
+the train, dev and test files), each after its table of triples, and the XSUM
+articles and their summaries. A
 text that equals an E2E training, validation or test reference is dropped
 (and counted), so no E2E sentence is ever seen in pretraining. A byte-level
 BPE vocabulary is learnt from the corpus (the GPT-2 vocabulary cannot be
-downloaded offline; `kprefix.replicate.byte_pair_encoding`), the texts are
-framed as E2E frames its targets (`" text "`), tokenized, joined with
-`<|endoftext|>` and cut into fixed-length windows, and
+downloaded offline; `kprefix.replicate.byte_pair_encoding`), every segment is
+framed as E2E frames its sources and targets (`" text "`) and followed by
+`<|endoftext|>`, so a WebNLG pair reads as a table-to-text example
+(`" table " <eos> " text " <eos>`: the model learns to put the table's
+names and values into the text after the end token, as E2E asks), the
+tokens are joined and cut into fixed-length windows, and
 the GPT-2 is trained on next-token prediction with AdamW. 2% of the texts are
 held out to measure the loss of the pretrained and of the random weights.
 
@@ -85,14 +89,16 @@ def e2e_references(data_dir=None):
 
 def pretraining_corpus(data_dir=None):
     """`(texts, sources)`: the pretraining texts and, per source, its name, licence,
-    number of texts and characters (see the module doc). Raises `FileNotFoundError`
-    when the shared data folder is missing."""
+    number of texts and characters (see the module doc). A text is a string or a
+    `(table, text)` pair (WebNLG). Raises `FileNotFoundError` when the shared data
+    folder is missing."""
     from kprefix.data import nlg
 
     excluded = e2e_references(data_dir)
     collections = [
-        ("WebNLG 2017 lexicalisations (train, dev, test)", "CC BY-NC-SA 4.0",
-         [t for split in ("train", "validation", "test")
+        ("WebNLG 2017 lexicalisations (train, dev, test), each after its table",
+         "CC BY-NC-SA 4.0",
+         [(e.source, t) for split in ("train", "validation", "test")
           for e in nlg.load_webnlg(split, data_dir) for t in e.targets]),
         ("XSUM articles (validation1000, test321)", "XSUM release licence",
          [e.source for split in ("validation", "test") for e in nlg.load_xsum(split, data_dir)]),
@@ -103,7 +109,8 @@ def pretraining_corpus(data_dir=None):
     texts, sources, seen = [], [], set()
     for name, licence, collection in collections:
         kept, dropped_e2e = [], 0
-        for text in collection:
+        for item in collection:
+            text = item[-1] if isinstance(item, tuple) else item
             key = _normalized(text)
             if not key or key in seen:
                 continue
@@ -111,12 +118,18 @@ def pretraining_corpus(data_dir=None):
                 dropped_e2e += 1
                 continue
             seen.add(key)
-            kept.append(text.strip())
+            kept.append((item[0].strip(), text.strip()) if isinstance(item, tuple)
+                        else text.strip())
         texts += kept
         sources.append({"name": name, "licence": licence, "texts": len(kept),
-                        "characters": sum(len(t) for t in kept),
+                        "characters": sum(len("".join(segments(t))) for t in kept),
                         "dropped_as_e2e_references": dropped_e2e})
     return texts, sources
+
+
+def segments(text):
+    """The segments of a corpus text: `(text,)` or the `(table, text)` pair itself."""
+    return text if isinstance(text, tuple) else (text,)
 
 
 def split_corpus(texts, seed, max_texts=0):
@@ -142,10 +155,10 @@ def build_gpt2(config, vocabulary_size):
 
 
 def token_windows(tokenizer, texts, sequence_length):
-    """The texts tokenized as E2E frames a target (`" text "`, see
-    `kprefix.tasks.text_features`), each followed by `<|endoftext|>`, joined and cut
-    into `(windows, sequence_length + 1)` int32 rows (the tail that does not fill a
-    row is dropped).
+    """The texts' segments (see `segments`) tokenized as E2E frames a source and
+    a target (`" text "`, see `kprefix.tasks.text_features`), each followed by
+    `<|endoftext|>`, joined and cut into `(windows, sequence_length + 1)` int32
+    rows (the tail that does not fill a row is dropped).
 
     E2E puts a target's first word, with its leading space, right after the
     prompt's end token; bare texts teach that a word without its space follows
@@ -155,8 +168,9 @@ def token_windows(tokenizer, texts, sequence_length):
 
     end = tokenizer.end_token_id
     stream = []
-    for start in range(0, len(texts), 4096):
-        framed = [f" {text} " for text in texts[start:start + 4096]]
+    pieces = [piece for text in texts for piece in segments(text)]
+    for start in range(0, len(pieces), 4096):
+        framed = [f" {piece} " for piece in pieces[start:start + 4096]]
         for ids in tokenizer(tf.constant(framed)):
             stream += [*np.asarray(ids).tolist(), end]
     stream = np.asarray(stream, "int32")
@@ -199,7 +213,8 @@ def pretrain_text(output_dir, config, log=print):
     start = time.time()
     texts, sources = pretraining_corpus(config.data_dir)
     training, held_out = split_corpus(texts, config.seed, config.max_texts)
-    vocabulary, merges = learn_byte_pair_encoding(training, config.vocabulary_size)
+    vocabulary, merges = learn_byte_pair_encoding(
+        [piece for text in training for piece in segments(text)], config.vocabulary_size)
     tokenizer = gpt2_tokenizer(vocabulary, merges)
     windows = token_windows(tokenizer, training, config.sequence_length)
     held_out_windows = token_windows(tokenizer, held_out, config.sequence_length)
@@ -229,7 +244,8 @@ def pretrain_text(output_dir, config, log=print):
     save_preset(os.path.join(output_dir, PRETRAINED), backbone, tokenizer)
     tokens = int(windows.size)
     summary = {
-        "config": dataclasses.asdict(config),
+        # Where the data folder is on this machine is no setting of the result.
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "data_dir"},
         "corpus": {
             "sources": sources,
             "texts": len(texts),

@@ -84,21 +84,14 @@ def write_results(output_dir, payload):
     payload["comparisons"] = comparison_sentences(
         {task: {name: row for name, row in variants.items()} for task, variants in tasks.items()})
     files.write_json(os.path.join(output_dir, "results.json"), payload)
-    variants = list(dict.fromkeys(name for v in tasks.values() for name in v))
     lines = [
         "# Replication results",
         "",
         f"Backbones pretrained here (see `vision_pretraining.json`); test accuracy in % over "
         f"seeds {', '.join(map(str, payload['seeds']))}: mean ± std [95% CI, Student t].",
         "",
-        "| variant | " + " | ".join(tasks) + " | mean |",
-        "|---" * (len(tasks) + 2) + "|",
+        *_accuracy_table(tasks),
     ]
-    for name in variants:
-        cells = [tasks[task].get(name) for task in tasks]
-        means = [c["mean"] for c in cells if c]
-        average = f"{sum(means) / len(means) * 100:.1f}" if len(means) == len(cells) else "n/a"
-        lines.append(f"| {name} | " + " | ".join(_cell(c) for c in cells) + f" | {average} |")
     pretraining = payload.get("vision_pretraining")
     if pretraining:
         curve = pretraining["loss_curve"]
@@ -121,18 +114,69 @@ def write_results(output_dir, payload):
     if payload.get("sample_efficiency"):
         lines += ["", "## Sample efficiency", "",
                   f"Test accuracy against training examples: `{payload['plot']}`.", "",
-                  "| task | variant | " + " | ".join(
-                      f"{n} examples" for n in payload["sample_efficiency_sizes"]) + " |",
-                  "|---|---" + "|---" * len(payload["sample_efficiency_sizes"]) + "|"]
-        for task, variants_by_size in payload["sample_efficiency"].items():
-            for name, by_size in variants_by_size.items():
-                lines.append(f"| {task} | {name} | " + " | ".join(
-                    _cell(by_size.get(str(n))) for n in payload["sample_efficiency_sizes"]) + " |")
+                  *_sample_efficiency_table(payload)]
     lines += _gap_lines(payload.get("sample_efficiency_gaps") or [])
+    lines += _training_length_lines(payload.get("training_length"))
     lines += _text_lines(payload.get("text") or {})
     for note in payload.get("notes", []):
         lines += ["", note]
     files.write_text(os.path.join(output_dir, "results.md"), "\n".join(lines) + "\n")
+
+
+def _accuracy_table(tasks):
+    """Test accuracy (%) per variant (rows) and task (columns), with the mean over tasks."""
+    variants = list(dict.fromkeys(name for v in tasks.values() for name in v))
+    lines = ["| variant | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|"]
+    for name in variants:
+        cells = [tasks[task].get(name) for task in tasks]
+        means = [c["mean"] for c in cells if c]
+        average = f"{sum(means) / len(means) * 100:.1f}" if len(means) == len(cells) else "n/a"
+        lines.append(f"| {name} | " + " | ".join(_cell(c) for c in cells) + f" | {average} |")
+    return lines
+
+
+def _sample_efficiency_table(payload):
+    """Test accuracy (%) per task and variant (rows) and training-set size (columns)."""
+    sizes = payload["sample_efficiency_sizes"]
+    lines = ["| task | variant | " + " | ".join(f"{n} examples" for n in sizes) + " |",
+             "|---|---" + "|---" * len(sizes) + "|"]
+    for task, variants_by_size in payload["sample_efficiency"].items():
+        for name, by_size in variants_by_size.items():
+            lines.append(f"| {task} | {name} | " + " | ".join(
+                _cell(by_size.get(str(n))) for n in sizes) + " |")
+    return lines
+
+
+def _text_table(text):
+    """E2E test BLEU x 100 per variant (rows) and training fraction (columns)."""
+    labels = list(text["fractions"])
+    lines = ["| variant | " + " | ".join(
+                 f"{_percent(label)} ({text['fractions'][label]['inputs']:,} MRs)"
+                 for label in labels) + " |",
+             "|---" * (len(labels) + 1) + "|"]
+    for name, by_fraction in text["variants"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(by_fraction.get(label))
+                                                 for label in labels) + " |")
+    return lines
+
+
+def readme_tables(payload):
+    """The tables a README shows from a replication's `results.json` payload: test
+    accuracy by task, sample efficiency with the paired gaps and their trend, and
+    E2E BLEU by training fraction (each only when the run has it), as markdown."""
+    lines = ["Test accuracy in % over seeds " + ", ".join(map(str, payload["seeds"]))
+             + ": mean ± std [95% CI, Student t].", "", *_accuracy_table(payload["tasks"])]
+    if payload.get("sample_efficiency"):
+        lines += ["", "Sample efficiency, test accuracy in %:", "",
+                  *_sample_efficiency_table(payload)]
+    lines += _gap_lines(payload.get("sample_efficiency_gaps") or [])
+    lines += _training_length_lines(payload.get("training_length"))
+    text = payload.get("text") or {}
+    if text.get("variants"):
+        lines += ["", f"E2E test BLEU x 100 on the first {text['test_examples']} test inputs "
+                  f"over seeds {', '.join(map(str, text['seeds']))}:", "", *_text_table(text),
+                  *_text_training_length_lines(text.get("training_length"))]
+    return "\n".join(lines) + "\n"
 
 
 def _grid_lines(selection):
@@ -184,6 +228,36 @@ def _gap_lines(gaps):
     return lines
 
 
+def _training_length_lines(curve):
+    """Validation accuracy (%) per variant against the training epochs (when measured)."""
+    if not curve:
+        return []
+    epochs = curve["epochs"]
+    lines = ["", f"Validation accuracy in % on {curve['task']} ({curve['split']}, seed "
+             f"{curve['seed']}, selected settings) against the training epochs:", "",
+             "| variant | " + " | ".join(f"{e} epochs" for e in epochs) + " |",
+             "|---" * (len(epochs) + 1) + "|"]
+    for name, by_epochs in curve["validation_accuracy"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{by_epochs[str(e)] * 100:.1f}"
+                                                 for e in epochs) + " |")
+    return lines
+
+
+def _text_training_length_lines(curve):
+    """E2E validation BLEU x 100 against the optimizer steps (when measured)."""
+    if not curve:
+        return []
+    steps = curve["steps"]
+    return ["", f"E2E learning curve: validation BLEU x 100 on the first "
+            f"{curve['validation_examples']} validation inputs, {curve['variant']} on "
+            f"{_percent(curve['fraction'])} of the training set (seed {curve['seed']}, "
+            "selected settings), against the optimizer steps:", "",
+            "| variant | " + " | ".join(f"{n} steps" for n in steps) + " |",
+            "|---" * (len(steps) + 1) + "|",
+            f"| {curve['variant']} | " + " | ".join(
+                f"{curve['validation_bleu'][str(n)] * 100:.1f}" for n in steps) + " |"]
+
+
 def _text_lines(text):
     """The E2E section of `results.md` (nothing when the language half did not run)."""
     pretraining = text.get("pretraining")
@@ -206,7 +280,6 @@ def _text_lines(text):
               "curve)."]
     if not text.get("variants"):
         return lines
-    labels = list(text["fractions"])
     selected = ("hyperparameters selected on BLEU of the first "
                 f"{text['validation_examples']} validation inputs"
                 if any(s.get("validation_bleu") is not None for s in text["selection"].values())
@@ -214,14 +287,8 @@ def _text_lines(text):
     lines += ["", f"E2E test BLEU x 100 on the first {text['test_examples']} of the 630 test "
               f"inputs over seeds {', '.join(map(str, text['seeds']))}: mean ± std [95% CI, "
               f"Student t]; every run trains about {text['train_steps']} steps, {selected}. "
-              f"Plot: `{text.get('plot')}`.", "",
-              "| variant | " + " | ".join(
-                  f"{_percent(label)} ({text['fractions'][label]['inputs']:,} MRs)"
-                  for label in labels) + " |",
-              "|---" * (len(labels) + 1) + "|"]
-    for name, by_fraction in text["variants"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(by_fraction.get(label))
-                                                 for label in labels) + " |")
+              f"Plot: `{text.get('plot')}`.", "", *_text_table(text)]
+    lines += _text_training_length_lines(text.get("training_length"))
     lines += ["", "### Deep-share vs No-share on E2E", ""]
     lines += [f"- {row['sentence']}" for row in text["comparisons"]]
     if text.get("transfer"):

@@ -155,6 +155,29 @@ def run_text_variant(runs_dir, variant, protocol, presets, references_per_input,
     return outcome
 
 
+def run_training_length(runs_dir, variant, protocol, presets, references_per_input, pool,
+                        selection, steps):
+    """Validation BLEU of `variant` (with its `selection`, the grid's seed) trained on
+    the whole training set for each number of optimizer `steps`: E2E's learning
+    curve. Returns `{"variant", "fraction", "seed", "steps", "validation_examples",
+    "validation_bleu": {steps: BLEU}}`. Layout: `<runs_dir>/e2e/<variant>/steps<N>/`."""
+    exp_dir = os.path.join(runs_dir, "e2e", variant.name)
+    best = sweep.GridResult(selection["learning_rate"], selection["weight_decay"], math.nan)
+    on_validation = sweep.SplitPlan("train", "validation", "train", "validation")
+    runs = {}
+    for count in steps:
+        run, = sweep.final_runs(os.path.join(exp_dir, f"steps{count}"), on_validation, best,
+                                [protocol.grid_seed], weight_decay_mode="decoupled")
+        runs[count] = _sized(run, 1.0, references_per_input,
+                             dataclasses.replace(protocol, train_steps=count),
+                             protocol.validation_examples)
+    pool.run_all(list(runs.values()), variant_launch_args(protocol, variant, presets))
+    return {"variant": variant.name, "fraction": fraction_label(1.0),
+            "seed": protocol.grid_seed, "steps": list(steps),
+            "validation_examples": protocol.validation_examples or 547,
+            "validation_bleu": {str(count): read_score(run) for count, run in runs.items()}}
+
+
 def _train_seconds(run):
     with open(run.results_path) as f:
         return json.load(f).get("train_seconds")
