@@ -155,7 +155,7 @@ HAS_TEXT_DATA = all((TEXT_DATA / name).is_dir() for name in ("e2e", "webnlg2017"
 def _replicate(output_dir, *extra):
     return subprocess.run([sys.executable, "-m", "kprefix.replicate", *QUICK, *extra,
                            f"--output_dir={output_dir}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, check=False)
+                          text=True, timeout=900, check=False)
 
 
 @pytest.mark.large

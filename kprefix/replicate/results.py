@@ -148,8 +148,9 @@ def _sample_efficiency_table(payload):
 
 
 def _text_table(text):
-    """E2E test BLEU x 100 per variant (rows) and training fraction (columns)."""
-    labels = list(text["fractions"])
+    """E2E test BLEU x 100 per variant (rows) and training fraction (columns, smallest
+    first, also when read back from a `results.json` with sorted keys)."""
+    labels = sorted(text["fractions"], key=lambda label: text["fractions"][label]["fraction"])
     lines = ["| variant | " + " | ".join(
                  f"{_percent(label)} ({text['fractions'][label]['inputs']:,} MRs)"
                  for label in labels) + " |",
