@@ -16,19 +16,22 @@
    transfer?);
 3. reruns chosen variants on fewer training examples, with as many optimizer
    steps, and reports the paired Deep-share minus No-share gap per size and
-   its trend (`kprefix.replicate.sample_efficiency`);
+   its trend (`kprefix.replicate.sample_efficiency`), and measures their
+   validation accuracy against the training epochs (`--training_length_*`);
 4. the language half (`--text_pretrain_steps` > 0): pretrains a small GPT-2
    on the offline text of the shared data folder except E2E (WebNLG
-   lexicalisations, XSUM articles and summaries) and saves it, with its
-   tokenizer, and its random initialisation as presets
+   lexicalisations after their tables, XSUM articles and summaries) and
+   saves it, with its tokenizer, and its random initialisation as presets
    (`<output_dir>/gpt2_pretrained`, `<output_dir>/gpt2_random`); then on E2E
    Deep-share, Simple-share and No-share with a grid selected on validation
    BLEU, then every seed on each fraction of the training set, scored on the
-   test set (`kprefix.replicate.text_comparison`);
+   test set, and its learning curve (`--e2e_training_length_steps`;
+   `kprefix.replicate.text_comparison`);
 5. runs up to `--parallel_runs` launches at once (default: one per CPU core,
    each single-threaded; `kprefix.replicate.launch_pool`);
-6. writes `results.json`, `results.md`, `sample_efficiency.png` and
-   `e2e_sample_efficiency.png`.
+6. writes `results.json`, `results.md`, `timings.json`, `sample_efficiency.png`
+   and `e2e_sample_efficiency.png` (`kprefix.replicate.publish` copies them
+   beside the code and regenerates the README's tables).
 
 Finished runs (their `results.json`) and a finished pretraining are
 skipped, so an interrupted replication resumes where it stopped.
