@@ -163,14 +163,15 @@ def learn_tokenizer_files():
     """`(vocabulary, merges)` of the byte-level BPE both sides' ids come from."""
     from kprefix.data import nlg
     from kprefix.replicate.byte_pair_encoding import learn_byte_pair_encoding
-    from kprefix.replicate.pretrain_text import pretraining_corpus
+    from kprefix.replicate.pretrain_text import corpus_segments, pretraining_corpus
 
     examples = nlg.load_task("e2e", "train", FLAGS.data_dir, source_format="reference")
     # E2E alone supports about 3.7k merges (pairs seen twice); the replication's
     # offline corpus (WebNLG, XSUM) brings more.
     corpus, _ = pretraining_corpus(FLAGS.data_dir)
     return learn_byte_pair_encoding(
-        [text for pair in nlg.training_pairs(examples) for text in pair] + corpus,
+        [text for pair in nlg.training_pairs(examples) for text in pair]
+        + corpus_segments(corpus),
         FLAGS.merges + 257)
 
 

@@ -132,6 +132,15 @@ def segments(text):
     return text if isinstance(text, tuple) else (text,)
 
 
+def corpus_segments(texts):
+    """Every segment of the corpus texts, in order (a tokenizer learns from these).
+
+    >>> corpus_segments(["a b", ("table", "text")])
+    ['a b', 'table', 'text']
+    """
+    return [piece for text in texts for piece in segments(text)]
+
+
 def split_corpus(texts, seed, max_texts=0):
     """`(training, held_out)`: a seeded random `HELD_OUT_FRACTION` of the texts is held
     out; with `max_texts`, of a seeded random subset of that many texts."""
@@ -168,7 +177,7 @@ def token_windows(tokenizer, texts, sequence_length):
 
     end = tokenizer.end_token_id
     stream = []
-    pieces = [piece for text in texts for piece in segments(text)]
+    pieces = corpus_segments(texts)
     for start in range(0, len(pieces), 4096):
         framed = [f" {piece} " for piece in pieces[start:start + 4096]]
         for ids in tokenizer(tf.constant(framed)):
@@ -214,7 +223,7 @@ def pretrain_text(output_dir, config, log=print):
     texts, sources = pretraining_corpus(config.data_dir)
     training, held_out = split_corpus(texts, config.seed, config.max_texts)
     vocabulary, merges = learn_byte_pair_encoding(
-        [piece for text in training for piece in segments(text)], config.vocabulary_size)
+        corpus_segments(training), config.vocabulary_size)
     tokenizer = gpt2_tokenizer(vocabulary, merges)
     windows = token_windows(tokenizer, training, config.sequence_length)
     held_out_windows = token_windows(tokenizer, held_out, config.sequence_length)
