@@ -6,6 +6,7 @@ config and same outputs.
 """
 
 import json
+import random
 
 import keras
 import keras_hub
@@ -82,6 +83,27 @@ def test_save_to_preset_and_from_preset_restore_the_whole_classifier(tmp_path):
     # A new head on the saved backbone: the prefix config is the caller's.
     probe = PrefixImageClassifier.from_preset(str(tmp_path / "saved"), num_classes=7)
     assert probe.prefix is None and probe.num_classes == 7
+
+
+def test_a_model_on_a_preset_folder_is_the_same_for_the_same_seed(tmp_path):
+    """The Deep-share MLP and the head take Keras's default initializers, which draw
+    from Python's `random`: a preset backbone must seed it as a built-in one does,
+    or two processes with the same `--seed` start from different prefixes."""
+    build_backbone("vit_tiny").save_to_preset(str(tmp_path / "vit"))
+
+    def trainable_weights(seed):
+        random.random()  # whatever ran before in the process does not matter
+        model = PrefixImageClassifier.from_preset(
+            str(tmp_path / "vit"), num_classes=3, seed=seed,
+            prefix_config=PrefixConfig("deep_share", length=2))
+        return {w.path: np.asarray(w) for w in model.trainable_weights}
+
+    first, again, other = trainable_weights(5), trainable_weights(5), trainable_weights(6)
+    assert any("trunk/hidden/kernel" in path for path in first)
+    for path, value in first.items():
+        np.testing.assert_array_equal(again[path], value, err_msg=path)
+    assert not np.array_equal(other["prefix/encoder_0/trunk/hidden/kernel"],
+                              first["prefix/encoder_0/trunk/hidden/kernel"])
 
 
 def test_preset_normalization_uses_the_preset_converter(tmp_path):

@@ -1,6 +1,7 @@
 """`python -m kprefix.launch` under faults: kills, SIGTERM, NaN and explosion, a
 busy or reused workdir, bad settings, files left by other runs, a full disk, no
-network, bad serving inputs, and a workdir on TF's `ram://` filesystem.
+network, bad serving inputs, and a workdir on TF's `ram://` filesystem; and
+two launches with the same flags, which must end bit-identical.
 
 Every run is a real process, as a user or a cluster manager would start it.
 Failures must end with their exit status and one `Error:` line, and leave
@@ -84,6 +85,23 @@ def test_sigkill_at_a_random_step_then_restart_is_bit_identical(digits_run, tmp_
     assert resumed_step == final_step == 2 * DIGITS_STEPS
     for key in expected:
         np.testing.assert_array_equal(resumed[key], expected[key], err_msg=f"{key} (kill {step})")
+
+
+@pytest.mark.large
+def test_two_launches_on_a_preset_folder_with_the_same_flags_end_bit_identical(tmp_path):
+    from kprefix.backbones import build_backbone
+
+    preset = str(tmp_path / "vit")
+    build_backbone("vit_tiny").save_to_preset(preset)
+    flags = [*QUICKSTART, f"--backbone={preset}", "--epochs=1", "--max_steps_per_epoch=4",
+             "--noexport"]
+    for name in ("first", "second"):
+        result = launch(*flags, f"--workdir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, _ = final_state(str(tmp_path / "first"))
+    second, _ = final_state(str(tmp_path / "second"))
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key], err_msg=key)
 
 
 @pytest.mark.large

@@ -78,6 +78,7 @@ def build_backbone(name, dtype=None, seed=0, dropout=True, frozen=False):
     `dropout=False` builds it with every dropout rate at 0, so the frozen
     backbone computes the same in training as in inference (the reference
     runs GPT-2 and ViT in eval mode); prefix dropout is separate.
+    `seed` seeds Python, NumPy and TensorFlow first, whatever the source.
     `frozen=True` promises that nothing will train its weights: under a
     mixed policy those it reads in the compute dtype are then stored in it
     (`kprefix.backbones.frozen_storage`), with the same outputs.
@@ -85,11 +86,14 @@ def build_backbone(name, dtype=None, seed=0, dropout=True, frozen=False):
     if frozen:
         with frozen_storage.compute_dtype_storage():
             return build_backbone(name, dtype, seed, dropout)
+    import keras
+
+    # Seeds Python, NumPy and TensorFlow for every source: what is built after
+    # the backbone without a seed of its own (Keras's default initializers,
+    # dropout's seed generators) is then the same in every process.
+    keras.utils.set_random_seed(seed)
     if name in BUILT_IN:
         cls, kwargs = BUILT_IN[name]
-        import keras
-
-        keras.utils.set_random_seed(seed)
         return cls(**kwargs, **_without_dropout(cls, dropout), dtype=dtype)
     if os.path.isdir(name) or hub.is_hub_handle(name) or name in _known_presets():
         if os.path.isdir(name) and not os.path.exists(os.path.join(name, "config.json")):
