@@ -122,7 +122,7 @@ def pretraining_corpus(data_dir=None):
                         else text.strip())
         texts += kept
         sources.append({"name": name, "licence": licence, "texts": len(kept),
-                        "characters": sum(len("".join(segments(t))) for t in kept),
+                        "characters": sum(map(len, corpus_segments(kept))),
                         "dropped_as_e2e_references": dropped_e2e})
     return texts, sources
 
